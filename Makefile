@@ -1,0 +1,45 @@
+# Two commands for a fresh machine: `make demo` and `make test`.
+# Both create .venv if missing and install the exact versions in
+# requirements.lock.
+
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+WORKDIR ?= runs/demo
+
+.PHONY: demo test lint format lock clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+$(VENV)/.core: $(PY) pyproject.toml requirements.lock
+	$(PIP) install -q -c requirements.lock -e .
+	@touch $@
+
+$(VENV)/.dev: $(PY) pyproject.toml requirements.lock
+	$(PIP) install -q -c requirements.lock -e '.[dev,torch]'
+	@touch $@ $(VENV)/.core
+
+demo: $(VENV)/.core
+	$(PY) -m ferjax.data.build synthetic_fer
+	$(PY) run.py --config=configs/demo.py --workdir=$(WORKDIR)
+	@echo "Results are in $(WORKDIR): metrics.jsonl, results.json, TensorBoard events, checkpoints/."
+
+test: $(VENV)/.dev
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(PY) -m pytest -q
+
+format: $(VENV)/.dev
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
+
+# Regenerates requirements.lock from a fresh resolve of pyproject's ranges.
+lock:
+	rm -rf /tmp/ferjax-lock && $(PYTHON) -m venv /tmp/ferjax-lock
+	/tmp/ferjax-lock/bin/pip install -q -e '.[dev,torch]'
+	/tmp/ferjax-lock/bin/pip freeze --exclude-editable | grep -v '^-e' > requirements.lock
+
+clean:
+	rm -rf $(VENV)
