@@ -1,0 +1,1 @@
+"""Experiment configs: one file per model x dataset, `get_config(arg)`."""

@@ -1,0 +1,123 @@
+"""Helpers shared by the config files.
+
+`parse_arg` turns the string after `:` in `--config=configs/x.py:arg` into a
+typed ConfigDict, the way big_vision's configs do:
+
+  --config=configs/demo.py:smoke                 -> smoke=True
+  --config=configs/demo.py:smoke,variant=b,lr=0.1 -> also variant='b', lr=0.1
+"""
+
+import ml_collections
+
+
+def _coerce(name: str, text: str, default):
+  """Parses `text` into the type of `default`, naming the field on failure."""
+  if isinstance(default, bool):
+    lowered = text.lower()
+    if lowered in ('', 'true', '1', 'yes'):
+      return True
+    if lowered in ('false', '0', 'no'):
+      return False
+    raise ValueError(f'config arg {name}={text!r}: expected true or false.')
+  try:
+    return type(default)(text)
+  except ValueError as e:
+    raise ValueError(
+      f'config arg {name}={text!r}: expected {type(default).__name__}.'
+    ) from e
+
+
+def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:
+  """Parses `a,b=1,c=x` into a locked ConfigDict typed like `defaults`.
+
+  A bare name sets a boolean field to True. Every name must be a key of
+  `defaults`; values take the type of their default.
+
+  Args:
+    arg: the text after `:` in the --config flag, or None.
+    **defaults: the accepted fields and their default values.
+
+  Returns:
+    A locked ConfigDict with one field per default.
+  """
+  result = dict(defaults)
+  for item in filter(None, (arg or '').split(',')):
+    name, _, text = item.partition('=')
+    name = name.strip()
+    if name not in defaults:
+      raise ValueError(
+        f'Unknown config arg {name!r} in {arg!r}; valid args: '
+        f'{", ".join(sorted(defaults))}.'
+      )
+    result[name] = _coerce(name, text.strip(), defaults[name])
+  return ml_collections.ConfigDict(result).lock()
+
+
+def base_config() -> ml_collections.ConfigDict:
+  """Every field the trainer reads, with defaults; configs override them."""
+  from ferjax.data import augment
+
+  placeholder = ml_collections.config_dict.placeholder
+  config = ml_collections.ConfigDict()
+  config.seed = 0
+
+  config.data = ml_collections.ConfigDict()
+  config.data.name = 'synthetic_fer'  # A folder of tfds_builders/.
+  config.data.config = placeholder(str)  # The builder config, e.g. '112'.
+  config.data.data_dir = placeholder(str)  # None: the TFDS default.
+  config.data.manual_dir = placeholder(str)  # Where the download lies.
+  config.data.auto_build = False  # Build on first use (synthetic data only).
+  config.data.train_split = 'train'
+  config.data.eval_split = 'test'
+  config.data.num_classes = 7
+  config.data.worker_count = 0  # grain worker processes (0: in-process).
+  config.data.read_threads = 2  # Threads preparing batches ahead.
+  config.data.prefetch = 4  # Batches prepared ahead.
+
+  config.augment = augment.default_config()
+
+  config.model = ml_collections.ConfigDict()
+  config.model.name = 'resnet18'
+
+  config.loss = ml_collections.ConfigDict()
+  config.loss.name = 'softmax_xent'
+  config.loss.label_smoothing = 0.0
+
+  config.optimizer = ml_collections.ConfigDict()
+  config.optimizer.name = 'sgd'
+  config.optimizer.momentum = 0.9
+  config.optimizer.nesterov = False
+  config.optimizer.b1 = 0.9
+  config.optimizer.b2 = 0.999
+  config.optimizer.eps = 1e-8
+  config.optimizer.weight_decay = 1e-4
+  config.optimizer.weight_decay_on = 'all'  # PyTorch decays every param.
+  config.optimizer.grad_clip_norm = 0.0
+
+  config.schedule = ml_collections.ConfigDict()
+  config.schedule.name = 'cosine'  # constant, step, exponential, cosine.
+  config.schedule.base_lr = 0.1
+  config.schedule.unit = 'epoch'  # Decay per epoch (PyTorch) or 'step'.
+  config.schedule.warmup_epochs = 0.0
+  config.schedule.step_size = 15  # StepLR period, in units.
+  config.schedule.milestones = ()  # MultiStepLR (overrides step_size).
+  config.schedule.gamma = 0.1  # StepLR / ExponentialLR factor.
+  config.schedule.end_factor = 0.0  # Cosine floor, as a fraction of base_lr.
+
+  config.batch_size = 128  # Global, over all devices and processes.
+  config.eval_batch_size = 256
+  config.num_epochs = 10.0
+  config.total_steps = 0  # If set, overrides num_epochs.
+  config.log_every_steps = 50
+  config.eval_every_epochs = 1.0
+  config.best_metric = 'war'  # 'war' or 'uar' selects the best checkpoint.
+
+  config.checkpoint = ml_collections.ConfigDict()
+  config.checkpoint.every_steps = 1000
+  config.checkpoint.keep = 2
+  config.checkpoint.async_save = True
+
+  config.mesh = (('data', -1),)
+  config.sharding = 'replicate'  # or 'fsdp'.
+  config.init_from = ''  # A ferjax workdir or a PyTorch .pth to start from.
+  return config

@@ -1,0 +1,148 @@
+"""Checkpoints of the train state and the grain iterator, saved together.
+
+`workdir/checkpoints/<step>/` holds {state, data_iter}: restoring both makes
+a killed run continue exactly where it stopped. `workdir/best/<step>/` holds
+the state that scored best on the eval split. Orbax writes each step to a
+temporary directory and renames it on success, so a crash mid-save never
+leaves a checkpoint that looks complete.
+"""
+
+import os
+import shutil
+
+import grain
+import jax
+import orbax.checkpoint as ocp
+from absl import logging
+from orbax.checkpoint import checkpoint_managers as policies
+
+
+def _abstract(tree):
+  """ShapeDtypeStructs with shardings, the target orbax restores into."""
+  return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
+
+
+class Checkpointer:
+  """The run's checkpoints: periodic + final (with iterator) and best.
+
+  Args:
+    workdir: the run directory.
+    every_steps: save every this many steps (0 = only final and preemption).
+    keep: how many periodic checkpoints to keep.
+    async_save: write in a background thread while training goes on.
+  """
+
+  def __init__(
+    self, workdir: str, every_steps: int, keep: int, async_save: bool = True
+  ):
+    self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
+    self.best_directory = os.path.join(os.path.abspath(workdir), 'best')
+    save_policy = [policies.PreemptionCheckpointingPolicy()]
+    if every_steps:
+      save_policy.append(policies.FixedIntervalPolicy(every_steps))
+    self._manager = ocp.CheckpointManager(
+      self.directory,
+      options=ocp.CheckpointManagerOptions(
+        save_decision_policy=policies.AnySavePolicy(save_policy),
+        preservation_policy=policies.LatestN(keep),
+        enable_async_checkpointing=async_save,
+      ),
+      item_names=('state', 'data_iter'),
+    )
+    self._best = ocp.CheckpointManager(
+      self.best_directory,
+      options=ocp.CheckpointManagerOptions(
+        preservation_policy=policies.LatestN(1),
+        enable_async_checkpointing=False,
+      ),
+      item_names=('state',),
+    )
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def should_save(self, step: int) -> bool:
+    return self._manager.should_save(step)
+
+  def save(self, step: int, state, data_iter, force: bool = False) -> bool:
+    """Saves state and iterator at `step` if due (or forced)."""
+    saved = self._manager.save(
+      step,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardSave(state),
+        data_iter=grain.checkpoint.CheckpointSave(data_iter),
+      ),
+      force=force,
+    )
+    if saved:
+      logging.info('Saving checkpoint at step %d to %s', step, self.directory)
+    return saved
+
+  def restore(self, step: int, state, data_iter):
+    """Restores state (into `state`'s shapes and shardings) and iterator."""
+    restored = self._manager.restore(
+      step,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardRestore(_abstract(state)),
+        data_iter=grain.checkpoint.CheckpointRestore(data_iter),
+      ),
+    )
+    return restored['state']
+
+  def save_best(self, step: int, state) -> None:
+    self._best.save(
+      step, args=ocp.args.Composite(state=ocp.args.StandardSave(state))
+    )
+
+  def best_step(self) -> int | None:
+    return self._best.latest_step()
+
+  def restore_best(self, state):
+    step = self._best.latest_step()
+    restored = self._best.restore(
+      step,
+      args=ocp.args.Composite(state=ocp.args.StandardRestore(_abstract(state))),
+    )
+    return restored['state']
+
+  def drop_best_after(self, step: int) -> None:
+    """Forgets best checkpoints newer than a resumed step (they recur)."""
+    for s in self._best.all_steps():
+      if s > step and jax.process_index() == 0:
+        shutil.rmtree(os.path.join(self.best_directory, str(s)))
+    self._best.reload()
+
+  def reached_preemption(self, step: int) -> bool:
+    return self._manager.reached_preemption(step)
+
+  def wait(self) -> None:
+    self._manager.wait_until_finished()
+
+  def close(self) -> None:
+    self._manager.wait_until_finished()
+    self._manager.close()
+    self._best.close()
+
+
+def restore_raw_state(directory: str) -> dict:
+  """The saved state of a run directory as nested dicts (for init_from).
+
+  Takes the best checkpoint if there is one, else the latest.
+  """
+  for sub in ('best', 'checkpoints'):
+    path = os.path.join(os.path.abspath(directory), sub)
+    if not os.path.isdir(path):
+      continue
+    with ocp.CheckpointManager(path, item_names=('state',)) as manager:
+      step = manager.latest_step()
+      if step is None:
+        continue
+      logging.info('Initialising from %s step %d', path, step)
+      restored = manager.restore(
+        step, args=ocp.args.Composite(state=ocp.args.StandardRestore())
+      )
+      return restored['state']
+  raise FileNotFoundError(
+    f'config.init_from={directory!r} holds no checkpoint (looked in best/ '
+    'and checkpoints/); point it at a ferjax workdir or a .pth file.'
+  )

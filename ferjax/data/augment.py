@@ -1,0 +1,714 @@
+"""Per-example image augmentation for the grain input pipeline.
+
+Pure numpy/OpenCV transforms on uint8 host images. Every random choice comes
+from the `np.random.Generator` that grain hands to `random_map`, so a pipeline
+is exactly reproducible and resumes from a checkpoint with the same stream.
+Images stay uint8 (the train step converts to float on device), colour images
+are RGB, and every output is `(size, size, 3)`: grayscale is replicated to
+three channels after the geometric step, which runs on one channel.
+
+The train ops follow torchvision's RandomResizedCrop, RandomRotation,
+RandomHorizontalFlip, ColorJitter, RandomGrayscale and RandomErasing, in that
+order. Crop, rotation and resize are one `cv2.warpAffine` (or one `cv2.resize`
+when there is no rotation); see `default_config` for the fields and where they
+differ from torchvision.
+
+Parse a config once with `parse_config` and pass the result to
+`train_transform` / `eval_transform`: both accept a mapping too, but then
+validate it on every call.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import cv2
+import ml_collections
+import numpy as np
+
+# (top, left, height, width) of a box in an image, in pixels.
+Box = tuple[int, int, int, int]
+Config = Mapping[str, Any] | ml_collections.ConfigDict
+
+_DEFAULTS: dict[str, Any] = {
+  'size': 112,
+  'crop_scale': (0.08, 1.0),
+  'crop_ratio': (3 / 4, 4 / 3),
+  'rotation': 0.0,
+  'border': 'constant',
+  'flip': 0.5,
+  'brightness': 0.0,
+  'contrast': 0.0,
+  'saturation': 0.0,
+  'hue': 0.0,
+  'color_jitter_prob': 1.0,
+  'grayscale_prob': 0.0,
+  'erasing_prob': 0.0,
+  'erasing_scale': (0.02, 0.33),
+  'erasing_ratio': (0.3, 3.3),
+  'erasing_value': 0,
+  'eval_resize': 'resize',
+  'eval_crop_fraction': 0.875,
+}
+_BORDERS = {
+  'constant': cv2.BORDER_CONSTANT,
+  'reflect': cv2.BORDER_REFLECT_101,
+  'replicate': cv2.BORDER_REPLICATE,
+}
+_EVAL_RESIZES = ('resize', 'center_crop')
+# torchvision's number of tries before RandomResizedCrop / RandomErasing give
+# up and fall back.
+_ATTEMPTS = 10
+# Bilinear sampling skips source pixels once the warp shrinks by 2x or more and
+# aliases; from there the sampled window is first area-averaged down.
+_PRESHRINK_FACTOR = 2.0
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Returns the augmentation config with every field at its default.
+
+  Fields (the torchvision transform each one mirrors in brackets):
+    size: side of the square output in pixels.
+    crop_scale: (min, max) fraction of the image area that the random crop
+      covers, 0 < min <= max <= 1 [RandomResizedCrop scale]. Ten attempts,
+      then a central crop clamped to `crop_ratio`.
+    crop_ratio: (min, max) width / height of the crop, sampled log-uniformly,
+      0 < min <= max [RandomResizedCrop ratio]. crop_scale=(1, 1) with
+      crop_ratio=(1, 1) keeps the whole of a square image (a non-square one
+      gets its central square, as in torchvision).
+    rotation: maximum rotation in degrees, the angle is uniform in
+      [-rotation, rotation], counter-clockwise positive; 0 is off
+      [RandomRotation degrees]. It is part of the crop's warp, so corners
+      outside the crop but inside the image show image content rather than
+      the fill torchvision would leave there.
+    border: how the warp fills pixels outside the image: 'constant' (black,
+      torchvision's fill=0), 'reflect' (mirror without repeating the edge) or
+      'replicate' (repeat the edge).
+    flip: probability of a horizontal flip [RandomHorizontalFlip p].
+    brightness: brightness factor uniform in [max(0, 1 - b), 1 + b]; 0 is off
+      [ColorJitter brightness].
+    contrast: contrast factor uniform in [max(0, 1 - c), 1 + c], blending
+      towards the mean luma; 0 is off [ColorJitter contrast].
+    saturation: saturation factor uniform in [max(0, 1 - s), 1 + s], blending
+      towards the per-pixel luma; 0 is off [ColorJitter saturation].
+    hue: hue shift uniform in [-h, h] of a full turn of the colour wheel,
+      0 <= h <= 0.5; 0 is off [ColorJitter hue]. The four jitter ops run in a
+      random order, as in torchvision.
+    color_jitter_prob: probability of applying the colour jitter at all
+      [RandomApply([ColorJitter], p)].
+    grayscale_prob: probability of converting to 3-channel grayscale, after
+      the colour jitter [RandomGrayscale p].
+    erasing_prob: probability of erasing a random rectangle, the last op
+      [RandomErasing p].
+    erasing_scale: (min, max) fraction of the image area erased,
+      0 < min <= max <= 1 [RandomErasing scale].
+    erasing_ratio: (min, max) height / width of the erased rectangle, sampled
+      log-uniformly, 0 < min <= max [RandomErasing ratio]. Ten attempts, then
+      nothing is erased.
+    erasing_value: 'random' for per-pixel uniform noise in [0, 255]
+      [RandomErasing value='random'], an int in [0, 255] or an (r, g, b)
+      triple. torchvision's value=0 erases a normalised tensor, which is the
+      dataset mean colour here, not black.
+    eval_resize: how `eval_transform` reaches `size`: 'resize' squashes the
+      whole image [Resize((size, size))]; 'center_crop' resizes the short side
+      to int(size / eval_crop_fraction) and takes the central square
+      [Resize(int(size / f)), CenterCrop(size)].
+    eval_crop_fraction: the fraction f above, 0 < f <= 1.
+  """
+  fields = dict(_DEFAULTS)
+  # Holds a string or an int (or a triple), so it must not be type-locked.
+  fields['erasing_value'] = ml_collections.FieldReference(
+    _DEFAULTS['erasing_value'], field_type=object
+  )
+  return ml_collections.ConfigDict(fields)
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+  """A validated augmentation config; `default_config` documents the fields."""
+
+  size: int
+  crop_scale: tuple[float, float]
+  crop_ratio: tuple[float, float]
+  rotation: float
+  border: str
+  flip: float
+  brightness: float
+  contrast: float
+  saturation: float
+  hue: float
+  color_jitter_prob: float
+  grayscale_prob: float
+  erasing_prob: float
+  erasing_scale: tuple[float, float]
+  erasing_ratio: tuple[float, float]
+  erasing_value: str | int | tuple[int, int, int]
+  eval_resize: str
+  eval_crop_fraction: float
+
+  @property
+  def color_jitter(self) -> bool:
+    """Whether any of the four colour jitter ops is on."""
+    return bool(self.brightness or self.contrast or self.saturation or self.hue)
+
+
+def _invalid(name: str, value: Any, expected: str) -> ValueError:
+  return ValueError(
+    f'augment config field {name}={value!r}: expected {expected}.'
+  )
+
+
+def _is_number(value: Any) -> bool:
+  return isinstance(value, int | float | np.integer | np.floating) and not (
+    isinstance(value, bool | np.bool_) or math.isnan(value)
+  )
+
+
+def _number(
+  name: str, value: Any, lo: float, hi: float, expected: str
+) -> float:
+  if not _is_number(value) or not lo <= value <= hi:
+    raise _invalid(name, value, expected)
+  return float(value)
+
+
+def _pair(
+  name: str, value: Any, hi: float, expected: str
+) -> tuple[float, float]:
+  """Parses a (min, max) pair with 0 < min <= max <= hi."""
+  if isinstance(value, str) or not hasattr(value, '__len__') or len(value) != 2:
+    raise _invalid(name, value, expected)
+  lo, up = value
+  if not (_is_number(lo) and _is_number(up) and 0 < lo <= up <= hi):
+    raise _invalid(name, value, expected)
+  return float(lo), float(up)
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+  if value not in choices:
+    raise _invalid(name, value, f'one of {choices}')
+  return value
+
+
+def _is_byte(value: Any) -> bool:
+  return (
+    isinstance(value, int | np.integer)
+    and not isinstance(value, bool)
+    and 0 <= value <= 255
+  )
+
+
+def _erasing_value(value: Any) -> str | int | tuple[int, int, int]:
+  if isinstance(value, str) and value == 'random':
+    return value
+  if _is_byte(value):
+    return int(value)
+  if (
+    isinstance(value, tuple | list)
+    and len(value) == 3
+    and all(map(_is_byte, value))
+  ):
+    return tuple(int(v) for v in value)
+  raise _invalid(
+    'erasing_value', value, "'random', an int in [0, 255] or three such ints"
+  )
+
+
+def parse_config(cfg: Config | AugmentConfig) -> AugmentConfig:
+  """Validates `cfg` and fills missing fields from `default_config`.
+
+  Args:
+    cfg: a mapping or ConfigDict with fields of `default_config` (missing ones
+      take their defaults), or an already parsed config, returned as is.
+
+  Returns:
+    The validated, immutable config.
+
+  Raises:
+    ValueError: for an unknown field or a value out of range; the message
+      names the field and its valid range.
+  """
+  if isinstance(cfg, AugmentConfig):
+    return cfg
+  if not hasattr(cfg, 'items'):
+    raise TypeError(
+      f'augment config must be a mapping, got {type(cfg).__name__}.'
+    )
+  given = dict(cfg.items())
+  unknown = sorted(set(given) - set(_DEFAULTS))
+  if unknown:
+    raise ValueError(
+      f'unknown augment config field(s) {unknown}; valid fields are '
+      f'{sorted(_DEFAULTS)}.'
+    )
+  v = {**_DEFAULTS, **given}
+  size = v['size']
+  if (
+    isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 1
+  ):
+    raise _invalid('size', size, 'an int >= 1')
+  prob = 'a probability in [0, 1]'
+  jitter = 'a number >= 0 (0 is off)'
+  return AugmentConfig(
+    size=int(size),
+    crop_scale=_pair(
+      'crop_scale', v['crop_scale'], 1.0, '(min, max) with 0 < min <= max <= 1'
+    ),
+    crop_ratio=_pair(
+      'crop_ratio', v['crop_ratio'], math.inf, '(min, max) with 0 < min <= max'
+    ),
+    rotation=_number(
+      'rotation', v['rotation'], 0.0, 180.0, 'degrees in [0, 180] (0 is off)'
+    ),
+    border=_choice('border', v['border'], tuple(_BORDERS)),
+    flip=_number('flip', v['flip'], 0.0, 1.0, prob),
+    brightness=_number('brightness', v['brightness'], 0.0, math.inf, jitter),
+    contrast=_number('contrast', v['contrast'], 0.0, math.inf, jitter),
+    saturation=_number('saturation', v['saturation'], 0.0, math.inf, jitter),
+    hue=_number('hue', v['hue'], 0.0, 0.5, 'a number in [0, 0.5] (0 is off)'),
+    color_jitter_prob=_number(
+      'color_jitter_prob', v['color_jitter_prob'], 0.0, 1.0, prob
+    ),
+    grayscale_prob=_number(
+      'grayscale_prob', v['grayscale_prob'], 0.0, 1.0, prob
+    ),
+    erasing_prob=_number('erasing_prob', v['erasing_prob'], 0.0, 1.0, prob),
+    erasing_scale=_pair(
+      'erasing_scale',
+      v['erasing_scale'],
+      1.0,
+      '(min, max) with 0 < min <= max <= 1',
+    ),
+    erasing_ratio=_pair(
+      'erasing_ratio',
+      v['erasing_ratio'],
+      math.inf,
+      '(min, max) with 0 < min <= max',
+    ),
+    erasing_value=_erasing_value(v['erasing_value']),
+    eval_resize=_choice('eval_resize', v['eval_resize'], _EVAL_RESIZES),
+    eval_crop_fraction=_number(
+      'eval_crop_fraction',
+      v['eval_crop_fraction'],
+      math.ulp(0.0),
+      1.0,
+      'a fraction in (0, 1]',
+    ),
+  )
+
+
+# ------------------------------------------------------------------ geometry
+
+
+def sample_crop(
+  height: int,
+  width: int,
+  rng: np.random.Generator,
+  scale: tuple[float, float],
+  ratio: tuple[float, float],
+) -> Box:
+  """Samples a RandomResizedCrop box, as torchvision's `get_params`.
+
+  Args:
+    height: image height in pixels.
+    width: image width in pixels.
+    rng: source of randomness.
+    scale: (min, max) fraction of the image area.
+    ratio: (min, max) width / height, sampled log-uniformly.
+
+  Returns:
+    (top, left, height, width) of the crop. After ten boxes that do not fit,
+    the central crop of the whole image clamped to `ratio`.
+  """
+  area = height * width
+  log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+  for _ in range(_ATTEMPTS):
+    target = area * rng.uniform(scale[0], scale[1])
+    aspect = math.exp(rng.uniform(log_ratio[0], log_ratio[1]))
+    w = round(math.sqrt(target * aspect))
+    h = round(math.sqrt(target / aspect))
+    if 0 < w <= width and 0 < h <= height:
+      top = int(rng.integers(0, height - h + 1))
+      left = int(rng.integers(0, width - w + 1))
+      return top, left, h, w
+  in_ratio = width / height
+  if in_ratio < ratio[0]:
+    w, h = width, min(height, max(1, round(width / ratio[0])))
+  elif in_ratio > ratio[1]:
+    w, h = min(width, max(1, round(height * ratio[1]))), height
+  else:
+    w, h = width, height
+  return (height - h) // 2, (width - w) // 2, h, w
+
+
+def _interpolation(src_w: int, src_h: int, dst_w: int, dst_h: int) -> int:
+  # Area averaging when shrinking (PIL-like antialiasing), bilinear otherwise.
+  if dst_w <= src_w and dst_h <= src_h:
+    return cv2.INTER_AREA
+  return cv2.INTER_LINEAR
+
+
+def crop_matrix(box: Box, size: int, angle: float = 0.0) -> np.ndarray:
+  """Returns the 3x3 affine map from image to output pixel coordinates.
+
+  The crop `box` is resized to `size` x `size` with pixel centres aligned as in
+  `cv2.resize`, then rotated by `angle` degrees counter-clockwise about the
+  output centre.
+
+  Args:
+    box: (top, left, height, width) of the crop.
+    size: output side in pixels.
+    angle: rotation in degrees, counter-clockwise positive.
+
+  Returns:
+    A float64 (3, 3) matrix acting on homogeneous (x, y, 1) columns.
+  """
+  top, left, h, w = box
+  sx, sy = size / w, size / h
+  m = np.array(
+    [
+      [sx, 0.0, (0.5 - left) * sx - 0.5],
+      [0.0, sy, (0.5 - top) * sy - 0.5],
+      [0.0, 0.0, 1.0],
+    ]
+  )
+  if angle:
+    c = (size - 1) / 2
+    r = np.eye(3)
+    r[:2] = cv2.getRotationMatrix2D((c, c), angle, 1.0)
+    m = r @ m
+  return m
+
+
+def _preshrink(
+  image: np.ndarray, m: np.ndarray, size: int, factor: float
+) -> tuple[np.ndarray, np.ndarray]:
+  """Area-averages the window the warp samples, returning it and the new map."""
+  height, width = image.shape[:2]
+  edge = size - 0.5
+  corners = np.array(
+    [[-0.5, edge, -0.5, edge], [-0.5, -0.5, edge, edge], [1, 1, 1, 1]]
+  )
+  xs, ys, _ = np.linalg.inv(m) @ corners
+  # A margin of one shrunk pixel keeps bilinear taps off the window's edge.
+  pad = math.ceil(factor) + 1
+  x0 = max(0, math.floor(xs.min()) - pad)
+  x1 = min(width, math.ceil(xs.max()) + pad + 1)
+  y0 = max(0, math.floor(ys.min()) - pad)
+  y1 = min(height, math.ceil(ys.max()) + pad + 1)
+  if x1 <= x0 or y1 <= y0:
+    return image, m
+  nw = max(1, round((x1 - x0) / factor))
+  nh = max(1, round((y1 - y0) / factor))
+  small = cv2.resize(
+    image[y0:y1, x0:x1], (nw, nh), interpolation=cv2.INTER_AREA
+  )
+  fx, fy = (x1 - x0) / nw, (y1 - y0) / nh
+  # Pixel u of `small` is centred at x0 + (u + 0.5) * fx - 0.5 in `image`.
+  p = np.array(
+    [
+      [fx, 0.0, x0 + 0.5 * fx - 0.5],
+      [0.0, fy, y0 + 0.5 * fy - 0.5],
+      [0.0, 0.0, 1.0],
+    ]
+  )
+  return small, m @ p
+
+
+def resized_crop(
+  image: np.ndarray,
+  box: Box,
+  size: int,
+  angle: float = 0.0,
+  border: str = 'constant',
+) -> np.ndarray:
+  """Crops `box`, resizes it to `size` x `size` and rotates it, in one pass.
+
+  Without rotation this is `cv2.resize` of the crop (area averaging when
+  shrinking, bilinear otherwise). With rotation it is one bilinear
+  `cv2.warpAffine` of the whole image, so rotated-in corners come from around
+  the crop; a warp that shrinks by 2x or more first area-averages the sampled
+  window to avoid aliasing.
+
+  Args:
+    image: uint8 (H, W) or (H, W, C) image.
+    box: (top, left, height, width) of the crop.
+    size: output side in pixels.
+    angle: rotation in degrees, counter-clockwise positive.
+    border: 'constant', 'reflect' or 'replicate' fill outside the image.
+
+  Returns:
+    The uint8 (size, size) or (size, size, C) result.
+  """
+  top, left, h, w = box
+  if not angle:
+    crop = image[top : top + h, left : left + w]
+    return cv2.resize(
+      crop, (size, size), interpolation=_interpolation(w, h, size, size)
+    )
+  m = crop_matrix(box, size, angle)
+  factor = min(w, h) / size
+  if factor >= _PRESHRINK_FACTOR:
+    image, m = _preshrink(image, m, size, factor)
+  return cv2.warpAffine(
+    image,
+    m[:2],
+    (size, size),
+    flags=cv2.INTER_LINEAR,
+    borderMode=_BORDERS[border],
+    borderValue=0,
+  )
+
+
+# --------------------------------------------------------------------- colour
+
+
+def _lut(values: np.ndarray) -> np.ndarray:
+  return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+
+
+_RAMP = np.arange(256, dtype=np.float64)
+
+
+def to_grayscale(image: np.ndarray) -> np.ndarray:
+  """Returns the ITU-R 601 luma of an RGB image, replicated to 3 channels."""
+  gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+  return cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB)
+
+
+def adjust_brightness(image: np.ndarray, factor: float) -> np.ndarray:
+  """Scales every value by `factor` (0 is black, 1 unchanged), clipped."""
+  return cv2.LUT(image, _lut(_RAMP * factor))
+
+
+def adjust_contrast(image: np.ndarray, factor: float) -> np.ndarray:
+  """Blends an RGB image with its mean luma (0 is flat gray, 1 unchanged)."""
+  mean = cv2.mean(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY))[0]
+  return cv2.LUT(image, _lut(_RAMP * factor + (1.0 - factor) * mean))
+
+
+def adjust_saturation(image: np.ndarray, factor: float) -> np.ndarray:
+  """Blends an RGB image with its luma (0 is grayscale, 1 unchanged)."""
+  return cv2.addWeighted(image, factor, to_grayscale(image), 1.0 - factor, 0.0)
+
+
+def adjust_hue(image: np.ndarray, shift: float) -> np.ndarray:
+  """Rotates the hue of an RGB image by `shift` turns of the colour wheel.
+
+  The hue is quantised to 256 steps (OpenCV's full-range uint8 HSV).
+  """
+  offset = round(shift * 256) % 256
+  if not offset:
+    return image.copy()
+  hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV_FULL)
+  # uint8 addition wraps around the colour wheel.
+  hsv[..., 0] += np.uint8(offset)
+  return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB_FULL)
+
+
+_JITTER_OPS: tuple[Callable[[np.ndarray, float], np.ndarray], ...] = (
+  adjust_brightness,
+  adjust_contrast,
+  adjust_saturation,
+  adjust_hue,
+)
+
+
+def sample_color_jitter(
+  rng: np.random.Generator,
+  brightness: float,
+  contrast: float,
+  saturation: float,
+  hue: float,
+) -> list[tuple[Callable[[np.ndarray, float], np.ndarray], float]]:
+  """Samples ColorJitter's op order and factors, as torchvision's `get_params`.
+
+  Args:
+    rng: source of randomness.
+    brightness: factor range [max(0, 1 - b), 1 + b]; 0 is off.
+    contrast: factor range [max(0, 1 - c), 1 + c]; 0 is off.
+    saturation: factor range [max(0, 1 - s), 1 + s]; 0 is off.
+    hue: shift range [-h, h]; 0 is off.
+
+  Returns:
+    (op, factor) pairs in the order to apply them, the off ops left out.
+  """
+  order = rng.permutation(4)
+  factors = [
+    rng.uniform(max(0.0, 1.0 - b), 1.0 + b) if b else None
+    for b in (brightness, contrast, saturation)
+  ]
+  factors.append(rng.uniform(-hue, hue) if hue else None)
+  return [(_JITTER_OPS[i], factors[i]) for i in order if factors[i] is not None]
+
+
+# -------------------------------------------------------------------- erasing
+
+
+def sample_erase(
+  height: int,
+  width: int,
+  rng: np.random.Generator,
+  scale: tuple[float, float],
+  ratio: tuple[float, float],
+) -> Box | None:
+  """Samples a RandomErasing box, as torchvision's `get_params`.
+
+  Args:
+    height: image height in pixels.
+    width: image width in pixels.
+    rng: source of randomness.
+    scale: (min, max) fraction of the image area.
+    ratio: (min, max) height / width, sampled log-uniformly.
+
+  Returns:
+    (top, left, height, width) of the rectangle, or None when ten samples all
+    failed to fit strictly inside the image (nothing is erased then).
+  """
+  area = height * width
+  log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
+  for _ in range(_ATTEMPTS):
+    target = area * rng.uniform(scale[0], scale[1])
+    aspect = math.exp(rng.uniform(log_ratio[0], log_ratio[1]))
+    h = round(math.sqrt(target * aspect))
+    w = round(math.sqrt(target / aspect))
+    if h < height and w < width:
+      top = int(rng.integers(0, height - h + 1))
+      left = int(rng.integers(0, width - w + 1))
+      return top, left, h, w
+  return None
+
+
+def erase(
+  image: np.ndarray,
+  box: Box,
+  value: str | int | tuple[int, int, int],
+  rng: np.random.Generator | None = None,
+) -> np.ndarray:
+  """Returns a copy of an (H, W, C) image with `box` filled with `value`.
+
+  Args:
+    image: uint8 (H, W, C) image.
+    box: (top, left, height, width) of the rectangle.
+    value: 'random' for uniform noise in [0, 255] per pixel and channel, an
+      int for every channel, or one int per channel.
+    rng: source of the noise; needed only for value='random'.
+
+  Returns:
+    The erased copy.
+  """
+  top, left, h, w = box
+  out = image.copy()
+  if isinstance(value, str):
+    if rng is None:
+      raise ValueError("erase(value='random') needs an rng.")
+    value = rng.integers(0, 256, (h, w, image.shape[2]), dtype=np.uint8)
+  out[top : top + h, left : left + w] = value
+  return out
+
+
+# ----------------------------------------------------------------- transforms
+
+
+def _check_image(image: np.ndarray) -> np.ndarray:
+  """Returns `image` as (H, W) for grayscale or (H, W, 3) for colour."""
+  image = np.asarray(image)
+  if image.dtype != np.uint8:
+    raise ValueError(f'expected a uint8 image, got dtype {image.dtype}.')
+  if image.ndim == 3 and image.shape[2] == 1:
+    image = image[..., 0]
+  if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] == 3)):
+    raise ValueError(
+      f'expected an (H, W), (H, W, 1) or (H, W, 3) image, got shape {image.shape}.'
+    )
+  if image.shape[0] < 1 or image.shape[1] < 1:
+    raise ValueError(f'expected a non-empty image, got shape {image.shape}.')
+  return image
+
+
+def _to_rgb(image: np.ndarray) -> np.ndarray:
+  if image.ndim == 2:
+    return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+  return np.ascontiguousarray(image)
+
+
+def train_transform(
+  image: np.ndarray, rng: np.random.Generator, cfg: Config | AugmentConfig
+) -> np.ndarray:
+  """Randomly augments one training image.
+
+  Crop + rotation + resize, horizontal flip, colour jitter, grayscale and
+  erasing, each as configured (see `default_config`). The flip, jitter,
+  grayscale and erasing coin tosses are drawn whatever their probability, so
+  changing one probability leaves the earlier ops' draws unchanged.
+
+  Args:
+    image: uint8 (H, W), (H, W, 1) or (H, W, 3) RGB image of any size.
+    rng: the only source of randomness, e.g. grain's per-example generator.
+    cfg: config mapping or the `parse_config` result (faster).
+
+  Returns:
+    The uint8 (size, size, 3) augmented image.
+  """
+  c = parse_config(cfg)
+  image = _check_image(image)
+  box = sample_crop(
+    image.shape[0], image.shape[1], rng, c.crop_scale, c.crop_ratio
+  )
+  angle = rng.uniform(-c.rotation, c.rotation) if c.rotation else 0.0
+  out = resized_crop(image, box, c.size, angle, c.border)
+  if rng.random() < c.flip:
+    out = cv2.flip(out, 1)
+  out = _to_rgb(out)
+  if c.color_jitter and rng.random() < c.color_jitter_prob:
+    for op, factor in sample_color_jitter(
+      rng, c.brightness, c.contrast, c.saturation, c.hue
+    ):
+      out = op(out, factor)
+  if rng.random() < c.grayscale_prob:
+    out = to_grayscale(out)
+  if rng.random() < c.erasing_prob:
+    box = sample_erase(c.size, c.size, rng, c.erasing_scale, c.erasing_ratio)
+    if box is not None:
+      out = erase(out, box, c.erasing_value, rng)
+  return out
+
+
+def eval_transform(
+  image: np.ndarray, cfg: Config | AugmentConfig
+) -> np.ndarray:
+  """Deterministically resizes one evaluation image to (size, size, 3).
+
+  Args:
+    image: uint8 (H, W), (H, W, 1) or (H, W, 3) RGB image of any size.
+    cfg: config mapping or the `parse_config` result; uses `size`,
+      `eval_resize` and `eval_crop_fraction`.
+
+  Returns:
+    The uint8 (size, size, 3) image.
+  """
+  c = parse_config(cfg)
+  image = _check_image(image)
+  h, w = image.shape[:2]
+  size = c.size
+  if c.eval_resize == 'resize':
+    out = cv2.resize(
+      image, (size, size), interpolation=_interpolation(w, h, size, size)
+    )
+    return _to_rgb(out)
+  # torchvision Resize(int) then CenterCrop: the short side becomes `short`
+  # and the long side keeps the aspect ratio, rounded down.
+  short = int(size / c.eval_crop_fraction)
+  if h <= w:
+    nh, nw = short, int(short * w / h)
+  else:
+    nh, nw = int(short * h / w), short
+  resized = cv2.resize(
+    image, (nw, nh), interpolation=_interpolation(w, h, nw, nh)
+  )
+  top = int(round((nh - size) / 2.0))
+  left = int(round((nw - size) / 2.0))
+  return _to_rgb(resized[top : top + size, left : left + size])

@@ -1,0 +1,53 @@
+"""Losses as pure functions of the model's output dict and the labels.
+
+Each registered loss has the signature
+  loss_fn(outputs, labels, **fields) -> (scalar loss, dict of scalar metrics)
+where `outputs` is the dict a ferjax model returns and `fields` come from
+`config.loss` (minus its name). The train step picks one by name.
+"""
+
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+_LOSSES: dict[str, Callable] = {}
+
+
+def register(name: str):
+  def wrap(fn):
+    _LOSSES[name] = fn
+    return fn
+
+  return wrap
+
+
+def get_loss(name: str) -> Callable:
+  if name not in _LOSSES:
+    raise ValueError(
+      f'config.loss.name={name!r}; known losses: {", ".join(sorted(_LOSSES))}.'
+    )
+  return _LOSSES[name]
+
+
+def softmax_cross_entropy(
+  logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0
+) -> jax.Array:
+  """Per-example CE with integer labels, smoothed like PyTorch's.
+
+  PyTorch's `label_smoothing=eps` mixes the one-hot target with the uniform
+  distribution over all classes: (1 - eps) * onehot + eps / num_classes.
+  """
+  num_classes = logits.shape[-1]
+  targets = jax.nn.one_hot(labels, num_classes)
+  if label_smoothing:
+    targets = optax.smooth_labels(targets, label_smoothing)
+  return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)
+
+
+@register('softmax_xent')
+def softmax_xent(outputs, labels, label_smoothing: float = 0.0):
+  """Mean cross-entropy of `outputs['logits']`."""
+  loss = softmax_cross_entropy(outputs['logits'], labels, label_smoothing)
+  return loss.mean(), {}

@@ -1,0 +1,471 @@
+"""Training and evaluation: the state, the pure steps and the loop.
+
+`train_and_evaluate(config, workdir)` is what `run.py` calls. The train and
+eval steps are pure functions jitted once with NamedShardings in and out and
+the state donated; the loop only moves batches in and, on log, eval and
+checkpoint steps, metrics out. Resume order: the workdir's latest checkpoint,
+else `config.init_from` (a ferjax workdir or a PyTorch .pth), else scratch.
+"""
+
+import functools
+import json
+import os
+import signal
+import tempfile
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+from absl import logging
+
+from ferjax import checkpointing
+from ferjax import evaluate as evaluate_lib
+from ferjax import labels as labels_lib
+from ferjax import losses
+from ferjax import models
+from ferjax import optim
+from ferjax import sharding
+from ferjax import writers
+from ferjax.data import pipeline
+
+
+class NonFiniteLossError(FloatingPointError):
+  """The training loss became NaN or Inf."""
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array
+  params: Any
+  model_state: Any  # Mutable collections other than params, e.g. batch_stats.
+  opt_state: Any
+
+  def variables(self) -> dict:
+    return {'params': self.params, **self.model_state}
+
+
+def create_model(config: ml_collections.ConfigDict):
+  fields = config.model.to_dict()
+  name = fields.pop('name')
+  return models.get_model(name, num_classes=config.data.num_classes, **fields)
+
+
+def init_state(rng, *, model, tx, image_size: int) -> TrainState:
+  """A fresh train state (pure; jitted with the state's shardings)."""
+  images = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
+  variables = model.init({'params': rng, 'dropout': rng}, images, train=False)
+  params = variables.pop('params')
+  return TrainState(
+    step=jnp.zeros((), jnp.int32),
+    params=params,
+    model_state=dict(variables),
+    opt_state=tx.init(params),
+  )
+
+
+def train_step(state, batch, rng, *, model, tx, loss_fn, schedule):
+  """One optimizer step on a global batch; returns (state, metrics)."""
+  step_rng = jax.random.fold_in(rng, state.step)
+  images = batch['image'].astype(jnp.float32) / 255.0
+
+  def loss_of(params):
+    outputs, new_model_state = model.apply(
+      {'params': params, **state.model_state},
+      images,
+      train=True,
+      mutable=list(state.model_state),
+      rngs={'dropout': step_rng},
+    )
+    loss, aux = loss_fn(outputs, batch['label'])
+    return loss, (outputs['logits'], new_model_state, aux)
+
+  (loss, (logits, new_model_state, aux)), grads = jax.value_and_grad(
+    loss_of, has_aux=True
+  )(state.params)
+  updates, opt_state = tx.update(grads, state.opt_state, state.params)
+  params = optax.apply_updates(state.params, updates)
+  metrics = {
+    'loss': loss,
+    'accuracy': jnp.mean(jnp.argmax(logits, -1) == batch['label']),
+    'lr': schedule(state.step),
+    'l2_grads': optax.tree.norm(grads),
+    'l2_params': optax.tree.norm(params),
+    **aux,
+  }
+  new_state = state.replace(
+    step=state.step + 1,
+    params=params,
+    model_state=dict(new_model_state),
+    opt_state=opt_state,
+  )
+  return new_state, metrics
+
+
+def jit_train_step(step_fn, state_sharding, mesh):
+  """Jits a bound train step once: sharded in and out, state donated."""
+  return jax.jit(
+    step_fn,
+    in_shardings=(state_sharding, sharding.data_sharding(mesh), None),
+    out_shardings=(state_sharding, sharding.replicated(mesh)),
+    donate_argnums=0,
+  )
+
+
+def resolve_steps(
+  config: ml_collections.ConfigDict, num_train: int
+) -> tuple[int, int]:
+  """(steps per epoch, total steps) from num_epochs or total_steps."""
+  steps_per_epoch = num_train // config.batch_size
+  if steps_per_epoch < 1:
+    raise ValueError(
+      f'config.batch_size={config.batch_size} exceeds the {num_train} '
+      'training examples; lower it.'
+    )
+  if config.get('total_steps'):
+    return steps_per_epoch, int(config.total_steps)
+  return steps_per_epoch, int(round(config.num_epochs * steps_per_epoch))
+
+
+def prepare_workdir(workdir: str) -> str:
+  """Creates the workdir and proves it writable before any work starts."""
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=workdir):
+      pass
+  except OSError as e:
+    raise PermissionError(
+      f'--workdir={workdir} is not writable ({e.strerror}); pass a '
+      'directory you can write to.'
+    ) from e
+  return workdir
+
+
+def _merge_pretrained(fresh: dict, loaded: dict, what: str) -> dict:
+  """Copies loaded leaves over fresh ones where path and shape agree."""
+  fresh_flat = flax.traverse_util.flatten_dict(fresh, sep='/')
+  loaded_flat = flax.traverse_util.flatten_dict(loaded, sep='/')
+  kept = []
+  for key, value in fresh_flat.items():
+    new = loaded_flat.get(key)
+    if new is not None and np.shape(new) == value.shape:
+      fresh_flat[key] = jax.device_put(
+        np.asarray(new, value.dtype), value.sharding
+      )
+    else:
+      kept.append(key)
+  if len(kept) == len(fresh_flat):
+    raise ValueError(
+      f'config.init_from: no {what} matched the model; is it the same '
+      'model (config.model.name)?'
+    )
+  if kept:
+    logging.info('init_from: %s left at init: %s', what, ', '.join(kept))
+  return flax.traverse_util.unflatten_dict(fresh_flat, sep='/')
+
+
+def _init_from(config, state: TrainState) -> TrainState:
+  """Loads pretrained params/model state from a workdir or a .pth file."""
+  path = os.path.expanduser(config.init_from)
+  if path.endswith(('.pth', '.pth.tar', '.pt')):
+    from ferjax import weights  # torch is optional.
+
+    loaded = weights.from_torch(
+      config.model.name, path, num_classes=config.data.num_classes
+    )
+    loaded_params = loaded.pop('params')
+    loaded_state = loaded
+  else:
+    raw = checkpointing.restore_raw_state(path)
+    loaded_params, loaded_state = raw['params'], raw.get('model_state', {})
+  params = _merge_pretrained(state.params, loaded_params, 'params')
+  model_state = state.model_state
+  if model_state and loaded_state:
+    model_state = _merge_pretrained(model_state, loaded_state, 'model state')
+  return state.replace(params=params, model_state=model_state)
+
+
+class _Evaluator:
+  """Runs the jitted eval step over a padded split; returns metrics."""
+
+  def __init__(self, config, split, model, mesh, state_sharding):
+    self.config, self.split = config, split
+    self.data_sharding = sharding.data_sharding(mesh)
+    self.class_names = list(labels_lib.class_names(config.data.num_classes))
+    self.step_fn = jax.jit(
+      functools.partial(
+        evaluate_lib.eval_step,
+        model=model,
+        num_classes=config.data.num_classes,
+      ),
+      in_shardings=(state_sharding, self.data_sharding),
+      out_shardings=sharding.replicated(mesh),
+    )
+    self.dataset, self.num_examples, self.num_batches = pipeline.eval_dataset(
+      config, split
+    )
+
+  def run(self, state) -> dict:
+    totals = None
+    for batch in self.dataset:
+      sums = self.step_fn(
+        state, sharding.global_batch(batch, self.data_sharding)
+      )
+      totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
+    totals = jax.device_get(totals)
+    if int(totals['count']) != self.num_examples:  # Padding must not count.
+      raise RuntimeError(
+        f'Evaluated {int(totals["count"])} examples of {self.split!r}, '
+        f'expected {self.num_examples}.'
+      )
+    metrics = evaluate_lib.metrics_from_confusion(
+      totals['confusion'], self.class_names
+    )
+    metrics['loss'] = float(totals['loss_sum']) / max(self.num_examples, 1)
+    return metrics
+
+
+class _Preemption:
+  """Turns SIGTERM into a request to checkpoint and stop cleanly."""
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def __enter__(self):
+    try:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # Not the main thread: leave signals alone.
+      self._previous = None
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
+
+
+def _flush_train_metrics(pending, writer, progress) -> dict:
+  """Averages per-step metrics since the last flush; stops on NaN/Inf."""
+  host = jax.device_get([m for _, m in pending])
+  for (step, _), metrics in zip(pending, host, strict=True):
+    if not np.isfinite(metrics['loss']):
+      raise NonFiniteLossError(
+        f'Training loss is {metrics["loss"]} at step {step}. The last '
+        'checkpoint before it is intact; lower the learning rate or check '
+        'the data, then rerun.'
+      )
+  mean = {
+    f'train/{k}': float(np.mean([m[k] for m in host], dtype=np.float64))
+    for k in host[0]
+  }
+  step = pending[-1][0]
+  rate = progress.update(step, mean['train/loss'])
+  writer.write(step, mean, extra_scalars={'train/img_per_sec': rate})
+  pending.clear()
+  return mean
+
+
+def _best_so_far(workdir: str, metric: str) -> float:
+  evals = [r for r in writers.read_metrics(workdir) if f'eval/{metric}' in r]
+  return max((r[f'eval/{metric}'] for r in evals), default=-np.inf)
+
+
+def _eval_record(metrics: dict) -> dict:
+  return {f'eval/{k}': v for k, v in metrics.items()}
+
+
+def _write_results(workdir: str, results: dict) -> None:
+  if jax.process_index() == 0:
+    tmp = os.path.join(workdir, 'results.json.tmp')
+    with open(tmp, 'w') as f:
+      json.dump(results, f, indent=2)
+    os.replace(tmp, os.path.join(workdir, 'results.json'))
+
+
+class Setup:
+  """Everything a run builds before its first step (shared by train/eval)."""
+
+  def __init__(self, config: ml_collections.ConfigDict, workdir: str):
+    self.config = config
+    self.workdir = prepare_workdir(workdir)
+    self.mesh = sharding.make_mesh(config.mesh)
+    self.train_data, num_train = pipeline.train_dataset(config)
+    self.steps_per_epoch, self.total_steps = resolve_steps(config, num_train)
+    self.model = create_model(config)
+    self.schedule = optim.make_schedule(
+      config.schedule, self.steps_per_epoch, self.total_steps
+    )
+    self.tx = optim.make_optimizer(config.optimizer, self.schedule)
+    init_rng, self.train_rng = jax.random.split(jax.random.key(config.seed))
+    init = functools.partial(
+      init_state, model=self.model, tx=self.tx, image_size=config.augment.size
+    )
+    abstract = jax.eval_shape(init, init_rng)
+    self.state_sharding = sharding.state_shardings(
+      abstract, self.mesh, config.sharding
+    )
+    # Init runs once: optimising it costs more compile time (mostly random
+    # generators, ~10 s on CPU) than it could ever save.
+    self.state = jax.jit(
+      init,
+      out_shardings=self.state_sharding,
+      compiler_options={'xla_backend_optimization_level': 0},
+    )(init_rng)
+    logging.info(
+      '%s: %s params; %d devices in %d processes, mesh %s; %d steps '
+      '(%d per epoch) of batch %d.',
+      config.model.name,
+      f'{sum(x.size for x in jax.tree.leaves(abstract.params)):,}',
+      jax.device_count(),
+      jax.process_count(),
+      dict(self.mesh.shape),
+      self.total_steps,
+      self.steps_per_epoch,
+      config.batch_size,
+    )
+    self.checkpointer = checkpointing.Checkpointer(
+      self.workdir,
+      every_steps=config.checkpoint.every_steps,
+      keep=config.checkpoint.keep,
+      async_save=config.checkpoint.get('async_save', True),
+    )
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Trains `config` in `workdir`, resuming if it holds a checkpoint.
+
+  Returns:
+    The results written to workdir/results.json: final and best eval
+    metrics, and the step of the best.
+  """
+  run = Setup(config, workdir)
+  state, ckpt = run.state, run.checkpointer
+  train_iter = iter(run.train_data)
+  start = ckpt.latest_step()
+  if start is not None:
+    logging.info('Resuming from step %d in %s', start, ckpt.directory)
+    state = ckpt.restore(start, state, train_iter)
+  elif config.get('init_from'):
+    state = _init_from(config, state)
+  start = start or 0
+  ckpt.drop_best_after(start)
+
+  writer = writers.MetricWriter(run.workdir, resume_step=start)
+  writer.write_config(run.workdir, config)
+  data_sharding = sharding.data_sharding(run.mesh)
+  step_fn = jit_train_step(
+    functools.partial(
+      train_step,
+      model=run.model,
+      tx=run.tx,
+      loss_fn=_loss_fn(config),
+      schedule=run.schedule,
+    ),
+    run.state_sharding,
+    run.mesh,
+  )
+  evaluator = _Evaluator(
+    config, config.data.eval_split, run.model, run.mesh, run.state_sharding
+  )
+  eval_every = max(1, round(config.eval_every_epochs * run.steps_per_epoch))
+  best_metric = config.best_metric
+  best = _best_so_far(run.workdir, best_metric)
+  progress = writers.Progress(start, run.total_steps, config.batch_size)
+  log_every = config.log_every_steps
+  pending, last_eval = [], None
+
+  with _Preemption() as preemption:
+    for step in range(start + 1, run.total_steps + 1):
+      batch = sharding.global_batch(next(train_iter), data_sharding)
+      state, metrics = step_fn(state, batch, run.train_rng)
+      pending.append((step, metrics))
+      final = step == run.total_steps
+      eval_now = step % eval_every == 0 or final
+      save_now = ckpt.should_save(step) or final or preemption.requested
+      if step % log_every == 0 or eval_now or save_now:
+        _flush_train_metrics(pending, writer, progress)
+      if eval_now:
+        last_eval = evaluator.run(state)
+        writer.write(step, _eval_record(last_eval))
+        logging.info(
+          'step %d: eval WAR %.4f UAR %.4f',
+          step,
+          last_eval['war'],
+          last_eval['uar'],
+        )
+        if last_eval[best_metric] > best:
+          best = last_eval[best_metric]
+          ckpt.save_best(step, state)
+      if save_now:
+        ckpt.save(step, state, train_iter, force=True)
+      if preemption.requested and not final:
+        ckpt.close()
+        logging.warning(
+          'SIGTERM: saved step %d; rerun the same command to resume.', step
+        )
+        return {'preempted_at_step': step}
+  progress.close()
+  ckpt.close()
+  writer.close()
+  if last_eval is None:  # Resumed at the end: evaluate the final state.
+    last_eval = evaluator.run(state)
+  results = _summarise(run.workdir, best_metric, last_eval, run.total_steps)
+  _write_results(run.workdir, results)
+  return results
+
+
+def _summarise(workdir, best_metric, final, total_steps) -> dict:
+  evals = [r for r in writers.read_metrics(workdir) if 'eval/war' in r]
+  best = max(evals, key=lambda r: r[f'eval/{best_metric}'], default=None)
+  return {
+    'final': {'step': total_steps, **final},
+    'best': {
+      'step': best['step'] if best else total_steps,
+      'metric': best_metric,
+      'war': best['eval/war'] if best else final['war'],
+      'uar': best['eval/uar'] if best else final['uar'],
+    },
+  }
+
+
+def _loss_fn(config):
+  fields = config.loss.to_dict()
+  return functools.partial(losses.get_loss(fields.pop('name')), **fields)
+
+
+def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
+  """Evaluates the workdir's best (else latest) checkpoint on the eval split.
+
+  Writes workdir/eval_<split>.json and returns the metrics.
+  """
+  run = Setup(config, workdir)
+  ckpt = run.checkpointer
+  if ckpt.best_step() is not None:
+    state, step = ckpt.restore_best(run.state), ckpt.best_step()
+  elif ckpt.latest_step() is not None:
+    step = ckpt.latest_step()
+    state = ckpt.restore(step, run.state, iter(run.train_data))
+  else:
+    raise FileNotFoundError(
+      f'--workdir={run.workdir} has no checkpoint to evaluate; train first '
+      'with --mode=train.'
+    )
+  ckpt.close()
+  split = config.data.eval_split
+  metrics = _Evaluator(
+    config, split, run.model, run.mesh, run.state_sharding
+  ).run(state)
+  metrics['step'] = int(step)
+  if jax.process_index() == 0:
+    name = f'eval_{split.replace("/", "_").replace(":", "_")}.json'
+    with open(os.path.join(run.workdir, name), 'w') as f:
+      json.dump(metrics, f, indent=2)
+  return metrics
