@@ -78,6 +78,7 @@ def base_config() -> ml_collections.ConfigDict:
 
   config.model = ml_collections.ConfigDict()
   config.model.name = 'resnet18'
+  config.model.dtype = 'float32'  # Compute dtype; 'bfloat16' on GPU/TPU.
 
   config.loss = ml_collections.ConfigDict()
   config.loss.name = 'softmax_xent'

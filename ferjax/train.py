@@ -51,6 +51,8 @@ class TrainState:
 def create_model(config: ml_collections.ConfigDict):
   fields = config.model.to_dict()
   name = fields.pop('name')
+  if 'dtype' in fields:  # Compute dtype by name, e.g. 'bfloat16'.
+    fields['dtype'] = jnp.dtype(fields['dtype'])
   return models.get_model(name, num_classes=config.data.num_classes, **fields)
 
 

@@ -1,0 +1,176 @@
+"""Builds the TFDS datasets in `tfds_builders/` without TensorFlow.
+
+Usage:
+
+  python -m ferjax.data.build NAME [--config CFG] [--data_dir DIR]
+      [--manual_dir DIR]
+
+NAME is a folder of `tfds_builders/` (e.g. `synthetic_fer`). Datasets are
+written as array_record files, which read back with `tfds.data_source` and
+grain without TensorFlow. TFDS writes into a temporary directory and renames
+it at the end, so an interrupted build never looks built.
+
+The library functions (`builder`, `is_built`, `build_command`, `build`) let
+the training pipeline check for a dataset and tell the user how to make it.
+"""
+
+import argparse
+import importlib
+import os
+import pathlib
+import shlex
+import sys
+import time
+
+import tensorflow_datasets as tfds
+
+import tfds_builders
+
+PathLike = str | os.PathLike
+
+BUILDERS_DIR = pathlib.Path(tfds_builders.__file__).parent
+FILE_FORMAT = 'array_record'
+
+
+def available() -> list[str]:
+  """Names of the builder folders in `tfds_builders/`, sorted."""
+  return sorted(
+    d.name
+    for d in BUILDERS_DIR.iterdir()
+    if (d / f'{d.name}_dataset_builder.py').is_file()
+  )
+
+
+def builder_class(name: str) -> type[tfds.core.DatasetBuilder]:
+  """Imports `tfds_builders.<name>.<name>_dataset_builder.Builder`.
+
+  Args:
+    name: a folder of `tfds_builders/`.
+
+  Returns:
+    The builder class.
+
+  Raises:
+    ValueError: if there is no such builder.
+  """
+  names = available()
+  if name not in names:
+    raise ValueError(
+      f'Unknown dataset {name!r}. Available in {BUILDERS_DIR}: '
+      f'{", ".join(names)}.'
+    )
+  module = importlib.import_module(
+    f'tfds_builders.{name}.{name}_dataset_builder'
+  )
+  return module.Builder
+
+
+def builder(
+  name: str, config: str | None = None, data_dir: PathLike | None = None
+) -> tfds.core.DatasetBuilder:
+  """Returns the builder of dataset `name`, writing array_record files.
+
+  Args:
+    name: a folder of `tfds_builders/`.
+    config: builder config name; None picks the builder's default.
+    data_dir: TFDS data directory; None uses TFDS's default
+      (`$TFDS_DATA_DIR` or `~/tensorflow_datasets`).
+
+  Raises:
+    ValueError: for an unknown dataset or config.
+  """
+  cls = builder_class(name)
+  configs = list(cls.builder_configs)
+  if config is not None and config not in configs:
+    valid = ', '.join(configs) if configs else 'none (omit --config)'
+    raise ValueError(
+      f'Unknown config {config!r} for {name}. Valid configs: {valid}.'
+    )
+  return cls(
+    config=config,
+    data_dir=None if data_dir is None else os.fspath(data_dir),
+    file_format=FILE_FORMAT,
+  )
+
+
+def is_built(
+  name: str, config: str | None = None, data_dir: PathLike | None = None
+) -> bool:
+  """Whether dataset `name` (config, current version) is fully built."""
+  return builder(name, config, data_dir).is_prepared()
+
+
+def build_command(
+  name: str,
+  config: str | None = None,
+  data_dir: PathLike | None = None,
+  manual_dir: PathLike | None = None,
+) -> str:
+  """The shell command that builds dataset `name` with these options."""
+  args = ['python', '-m', 'ferjax.data.build', name]
+  for flag, value in (
+    ('--config', config),
+    ('--data_dir', data_dir),
+    ('--manual_dir', manual_dir),
+  ):
+    if value is not None:
+      args += [flag, os.fspath(value)]
+  return shlex.join(args)
+
+
+def build(
+  name: str,
+  config: str | None = None,
+  data_dir: PathLike | None = None,
+  manual_dir: PathLike | None = None,
+) -> tfds.core.DatasetBuilder:
+  """Builds dataset `name` unless it is already built.
+
+  Args:
+    name: a folder of `tfds_builders/`.
+    config: builder config name; None picks the builder's default.
+    data_dir: TFDS data directory; None uses TFDS's default.
+    manual_dir: where manually downloaded files are; None uses
+      `<data_dir>/downloads/manual`.
+
+  Returns:
+    The prepared builder (`.data_dir`, `.info.splits`, `.as_data_source()`).
+  """
+  b = builder(name, config, data_dir)
+  b.download_and_prepare(
+    download_config=tfds.download.DownloadConfig(
+      manual_dir=None if manual_dir is None else os.fspath(manual_dir)
+    )
+  )
+  return b
+
+
+def main(argv: list[str] | None = None) -> int:
+  """Command-line entry point; returns the exit status."""
+  parser = argparse.ArgumentParser(
+    prog='python -m ferjax.data.build',
+    description='Builds a dataset of tfds_builders/ as array_record files.',
+  )
+  parser.add_argument('name', help=f'one of: {", ".join(available())}')
+  parser.add_argument('--config', help='builder config (default: its first)')
+  parser.add_argument('--data_dir', help='TFDS data directory')
+  parser.add_argument('--manual_dir', help='manually downloaded files')
+  args = parser.parse_args(argv)
+
+  try:  # Only name and config mistakes get a short message.
+    builder(args.name, args.config, args.data_dir)
+  except ValueError as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  start = time.perf_counter()
+  b = build(args.name, args.config, args.data_dir, args.manual_dir)
+  seconds = time.perf_counter() - start
+  config = f'/{b.builder_config.name}' if b.builder_config else ''
+  print(f'{args.name}{config} {b.version} is in {b.data_dir} ({seconds:.1f} s)')
+  for split, info in sorted(b.info.splits.items()):
+    print(f'  {split}: {info.num_examples} examples')
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

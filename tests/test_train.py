@@ -1,0 +1,133 @@
+"""End to end on the smoke config: train, evaluate, resume, bad input."""
+
+import json
+import os
+
+import jax
+import numpy as np
+import pytest
+
+from ferjax import checkpointing
+from ferjax import train
+from ferjax import writers
+from ferjax.data import pipeline
+
+
+def _json(workdir, name):
+  with open(os.path.join(workdir, name)) as f:
+    return json.load(f)
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory, smoke_data_dir):
+  """One smoke run (12 steps on 8 devices), shared by the tests below."""
+  from configs import demo
+
+  config = demo.get_config('smoke')
+  config.data.data_dir = smoke_data_dir
+  config.checkpoint.async_save = False
+  workdir = str(tmp_path_factory.mktemp('smoke_run'))
+  results = train.train_and_evaluate(config, workdir)
+  return config, workdir, results
+
+
+def test_smoke_run_writes_logs_checkpoints_and_results(trained):
+  config, workdir, results = trained
+  records = writers.read_metrics(workdir)
+  evals = [r for r in records if 'eval/war' in r]
+  assert [r['step'] for r in evals] == [7, 12]
+  for r in evals:  # 140 test examples, eval batch 32: the last is padded.
+    assert r['eval/num_examples'] == 140
+    assert np.sum(r['eval/confusion_matrix']) == 140
+  train_steps = [r['step'] for r in records if 'train/loss' in r]
+  assert train_steps == [2, 4, 6, 7, 8, 10, 12]
+  assert all(np.isfinite(r['train/loss']) for r in records if 'train/loss' in r)
+  assert sorted(os.listdir(os.path.join(workdir, 'checkpoints'))) == [
+    '12',
+    '4',
+    '8',
+  ]
+  assert os.listdir(os.path.join(workdir, 'best'))
+  saved = _json(workdir, 'results.json')
+  assert saved['final']['step'] == 12 and saved['final']['num_examples'] == 140
+  assert saved['best']['war'] == max(r['eval/war'] for r in evals)
+  assert saved['final']['war'] == evals[-1]['eval/war']
+  assert _json(workdir, 'config.json')['seed'] == 0
+  assert os.listdir(os.path.join(workdir, 'tb'))
+
+
+def test_eval_mode_matches_best_checkpoint(trained):
+  config, workdir, _ = trained
+  metrics = train.evaluate(config, workdir)
+  best = _json(workdir, 'results.json')['best']
+  assert metrics['num_examples'] == 140
+  assert metrics['step'] == best['step']
+  assert metrics['war'] == pytest.approx(best['war'])
+
+
+def test_rerun_of_a_finished_run_trains_nothing_more(trained):
+  config, workdir, results = trained
+  before = writers.read_metrics(workdir)
+  again = train.train_and_evaluate(config, workdir)
+  assert writers.read_metrics(workdir) == before
+  assert again['final']['war'] == results['final']['war']
+
+
+def test_init_from_a_workdir_copies_params(trained, tmp_path):
+  config, workdir, _ = trained
+  config = config.copy_and_resolve_references()
+  config.init_from = workdir
+  config.total_steps = 1
+  run = train.Setup(config, str(tmp_path))
+  loaded = train._init_from(config, run.state)
+  best = checkpointing.restore_raw_state(workdir)
+  np.testing.assert_array_equal(
+    jax.device_get(loaded.params['fc']['kernel']),
+    best['params']['fc']['kernel'],
+  )
+  run.checkpointer.close()
+
+
+def test_missing_dataset_names_the_build_command(smoke_config, tmp_path):
+  config = smoke_config
+  config.data.data_dir = str(tmp_path / 'empty')
+  with pytest.raises(pipeline.DatasetNotBuiltError) as err:
+    train.train_and_evaluate(config, str(tmp_path / 'run'))
+  assert (
+    f'python -m ferjax.data.build synthetic_fer --config smoke '
+    f'--data_dir {tmp_path / "empty"}'
+  ) in str(err.value)
+
+
+def test_unwritable_workdir_fails_before_any_work(smoke_config, tmp_path):
+  blocker = tmp_path / 'a_file'
+  blocker.write_text('')
+  config = smoke_config
+  config.data.data_dir = str(tmp_path / 'never_built')
+  config.data.auto_build = True
+  with pytest.raises(PermissionError, match='--workdir=.*is not writable'):
+    train.train_and_evaluate(config, str(blocker / 'run'))
+  assert not (tmp_path / 'never_built').exists()
+
+
+def test_nan_stops_with_the_step_and_keeps_the_checkpoint(
+  smoke_config, tmp_path
+):
+  config = smoke_config
+  config.total_steps = 4
+  workdir = str(tmp_path / 'run')
+  train.train_and_evaluate(config, workdir)
+  config.total_steps = 12
+  config.schedule.base_lr = 1e30
+  config.schedule.warmup_epochs = 0.0
+  with pytest.raises(train.NonFiniteLossError, match=r'at step (5|6|7|8)\b'):
+    train.train_and_evaluate(config, workdir)
+  ckpt = checkpointing.Checkpointer(workdir, every_steps=4, keep=3)
+  assert ckpt.latest_step() == 4
+  config.schedule.base_lr = 0.1
+  run = train.Setup(config, workdir)
+  state = run.checkpointer.restore(4, run.state, iter(run.train_data))
+  assert int(state.step) == 4
+  assert all(np.isfinite(x).all() for x in jax.tree.leaves(state.params))
+  run.checkpointer.close()
+  ckpt.close()
