@@ -406,10 +406,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         if last_eval[best_metric] > best:
           best = last_eval[best_metric]
           ckpt.save_best(step, state)
+      if preemption.requested and not save_now:  # SIGTERM came just now.
+        if pending:
+          _flush_train_metrics(pending, writer, progress)
+        save_now = True
       if save_now:
         ckpt.save(step, state, train_iter, force=True)
       if preemption.requested and not final:
+        progress.close()
         ckpt.close()
+        writer.close()
         logging.warning(
           'SIGTERM: saved step %d; rerun the same command to resume.', step
         )

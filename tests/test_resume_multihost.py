@@ -37,6 +37,23 @@ checkpointing.Checkpointer.save = save_then_die
 runpy.run_path('run.py', run_name='__main__')
 """
 
+# Runs run.py and sends itself SIGTERM (as a scheduler preempting the job
+# would) when progress is first reported at or after step argv[1].
+TERM_AT_STEP = """
+import os, runpy, signal, sys
+term_step = int(sys.argv[1])
+sys.argv = sys.argv[2:]
+from ferjax import writers
+update = writers.Progress.update
+def update_then_term(self, step, *args, **kwargs):
+  if step >= term_step and not getattr(self, 'termed', False):
+    self.termed = True
+    os.kill(os.getpid(), signal.SIGTERM)
+  return update(self, step, *args, **kwargs)
+writers.Progress.update = update_then_term
+runpy.run_path('run.py', run_name='__main__')
+"""
+
 
 def _command(workdir, data_dir, *extra):
   return [
@@ -108,6 +125,28 @@ def test_killed_run_resumes_bitwise_exactly(
   ):
     np.testing.assert_array_equal(a, b)  # Bitwise, not approximately.
   assert writers.read_metrics(workdir) == writers.read_metrics(reference_run)
+
+
+def test_sigterm_saves_and_the_rerun_finishes_identically(
+  reference_run, smoke_data_dir, tmp_path
+):
+  workdir = tmp_path / 'preempted'
+  args = _command(workdir, smoke_data_dir)
+  code, out = _finish(_run(['-c', TERM_AT_STEP, '5', *args]))
+  assert code == 0, out[-3000:]
+  assert 'SIGTERM: saved step 6' in out
+  assert '6' in os.listdir(workdir / 'checkpoints')
+  assert not (workdir / 'results.json').exists()
+
+  code, out = _finish(_run(args))
+  assert code == 0, out[-3000:]
+  assert 'Resuming from step 6' in out
+  for a, b in zip(
+    jax.tree.leaves(_final_state(reference_run)),
+    jax.tree.leaves(_final_state(workdir)),
+    strict=True,
+  ):
+    np.testing.assert_array_equal(a, b)
 
 
 def _free_port() -> int:

@@ -1,0 +1,1 @@
+"""synthetic_fer: procedurally rendered faces in the seven expressions."""
