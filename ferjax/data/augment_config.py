@@ -1,0 +1,277 @@
+"""Augmentation config: the fields, their defaults and their validation.
+
+`default_config()` documents every field with its torchvision counterpart;
+`parse_config` validates a config once into a frozen `AugmentConfig` that the
+transforms in `ferjax.data.augment` read.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Mapping
+from typing import Any
+
+import ml_collections
+import numpy as np
+
+Config = Mapping[str, Any] | ml_collections.ConfigDict
+
+_DEFAULTS: dict[str, Any] = {
+  'size': 112,
+  'crop_scale': (0.08, 1.0),
+  'crop_ratio': (3 / 4, 4 / 3),
+  'rotation': 0.0,
+  'border': 'constant',
+  'flip': 0.5,
+  'brightness': 0.0,
+  'contrast': 0.0,
+  'saturation': 0.0,
+  'hue': 0.0,
+  'color_jitter_prob': 1.0,
+  'grayscale_prob': 0.0,
+  'erasing_prob': 0.0,
+  'erasing_scale': (0.02, 0.33),
+  'erasing_ratio': (0.3, 3.3),
+  'erasing_value': 0,
+  'eval_resize': 'resize',
+  'eval_crop_fraction': 0.875,
+}
+_BORDERS = ('constant', 'reflect', 'replicate')
+_EVAL_RESIZES = ('resize', 'center_crop')
+
+
+def default_config() -> ml_collections.ConfigDict:
+  """Returns the augmentation config with every field at its default.
+
+  Fields (the torchvision transform each one mirrors in brackets):
+    size: side of the square output in pixels.
+    crop_scale: (min, max) fraction of the image area that the random crop
+      covers, 0 < min <= max <= 1 [RandomResizedCrop scale]. Ten attempts,
+      then a central crop clamped to `crop_ratio`.
+    crop_ratio: (min, max) width / height of the crop, sampled log-uniformly,
+      0 < min <= max [RandomResizedCrop ratio]. crop_scale=(1, 1) with
+      crop_ratio=(1, 1) keeps the whole of a square image (a non-square one
+      gets its central square, as in torchvision).
+    rotation: maximum rotation in degrees, the angle is uniform in
+      [-rotation, rotation], counter-clockwise positive; 0 is off
+      [RandomRotation degrees]. It is part of the crop's warp, so corners
+      outside the crop but inside the image show image content rather than
+      the fill torchvision would leave there.
+    border: how the warp fills pixels outside the image: 'constant' (black,
+      torchvision's fill=0), 'reflect' (mirror without repeating the edge) or
+      'replicate' (repeat the edge).
+    flip: probability of a horizontal flip [RandomHorizontalFlip p].
+    brightness: brightness factor uniform in [max(0, 1 - b), 1 + b]; 0 is off
+      [ColorJitter brightness].
+    contrast: contrast factor uniform in [max(0, 1 - c), 1 + c], blending
+      towards the mean luma; 0 is off [ColorJitter contrast].
+    saturation: saturation factor uniform in [max(0, 1 - s), 1 + s], blending
+      towards the per-pixel luma; 0 is off [ColorJitter saturation].
+    hue: hue shift uniform in [-h, h] of a full turn of the colour wheel,
+      0 <= h <= 0.5; 0 is off [ColorJitter hue]. The four jitter ops run in a
+      random order, as in torchvision.
+    color_jitter_prob: probability of applying the colour jitter at all
+      [RandomApply([ColorJitter], p)].
+    grayscale_prob: probability of converting to 3-channel grayscale, after
+      the colour jitter [RandomGrayscale p].
+    erasing_prob: probability of erasing a random rectangle, the last op
+      [RandomErasing p].
+    erasing_scale: (min, max) fraction of the image area erased,
+      0 < min <= max <= 1 [RandomErasing scale].
+    erasing_ratio: (min, max) height / width of the erased rectangle, sampled
+      log-uniformly, 0 < min <= max [RandomErasing ratio]. Ten attempts, then
+      nothing is erased.
+    erasing_value: 'random' for per-pixel uniform noise in [0, 255]
+      [RandomErasing value='random'], an int in [0, 255] or an (r, g, b)
+      triple. torchvision's value=0 erases a normalised tensor, which is the
+      dataset mean colour here, not black.
+    eval_resize: how `eval_transform` reaches `size`: 'resize' squashes the
+      whole image [Resize((size, size))]; 'center_crop' resizes the short side
+      to int(size / eval_crop_fraction) and takes the central square
+      [Resize(int(size / f)), CenterCrop(size)].
+    eval_crop_fraction: the fraction f above, 0 < f <= 1.
+  """
+  fields = dict(_DEFAULTS)
+  # Holds a string or an int (or a triple), so it must not be type-locked.
+  fields['erasing_value'] = ml_collections.FieldReference(
+    _DEFAULTS['erasing_value'], field_type=object
+  )
+  return ml_collections.ConfigDict(fields)
+
+
+@dataclasses.dataclass(frozen=True)
+class AugmentConfig:
+  """A validated augmentation config; `default_config` documents the fields."""
+
+  size: int
+  crop_scale: tuple[float, float]
+  crop_ratio: tuple[float, float]
+  rotation: float
+  border: str
+  flip: float
+  brightness: float
+  contrast: float
+  saturation: float
+  hue: float
+  color_jitter_prob: float
+  grayscale_prob: float
+  erasing_prob: float
+  erasing_scale: tuple[float, float]
+  erasing_ratio: tuple[float, float]
+  erasing_value: str | int | tuple[int, int, int]
+  eval_resize: str
+  eval_crop_fraction: float
+
+  @property
+  def color_jitter(self) -> bool:
+    """Whether any of the four colour jitter ops is on."""
+    return bool(self.brightness or self.contrast or self.saturation or self.hue)
+
+
+def _invalid(name: str, value: Any, expected: str) -> ValueError:
+  return ValueError(
+    f'augment config field {name}={value!r}: expected {expected}.'
+  )
+
+
+def _is_number(value: Any) -> bool:
+  return isinstance(value, int | float | np.integer | np.floating) and not (
+    isinstance(value, bool | np.bool_) or math.isnan(value)
+  )
+
+
+def _number(
+  name: str, value: Any, lo: float, hi: float, expected: str
+) -> float:
+  if not _is_number(value) or not lo <= value <= hi:
+    raise _invalid(name, value, expected)
+  return float(value)
+
+
+def _pair(
+  name: str, value: Any, hi: float, expected: str
+) -> tuple[float, float]:
+  """Parses a (min, max) pair with 0 < min <= max <= hi."""
+  if isinstance(value, str) or not hasattr(value, '__len__') or len(value) != 2:
+    raise _invalid(name, value, expected)
+  lo, up = value
+  if not (_is_number(lo) and _is_number(up) and 0 < lo <= up <= hi):
+    raise _invalid(name, value, expected)
+  return float(lo), float(up)
+
+
+def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
+  if value not in choices:
+    raise _invalid(name, value, f'one of {choices}')
+  return value
+
+
+def _is_byte(value: Any) -> bool:
+  return (
+    isinstance(value, int | np.integer)
+    and not isinstance(value, bool)
+    and 0 <= value <= 255
+  )
+
+
+def _erasing_value(value: Any) -> str | int | tuple[int, int, int]:
+  if isinstance(value, str) and value == 'random':
+    return value
+  if _is_byte(value):
+    return int(value)
+  if (
+    isinstance(value, tuple | list)
+    and len(value) == 3
+    and all(map(_is_byte, value))
+  ):
+    return tuple(int(v) for v in value)
+  raise _invalid(
+    'erasing_value', value, "'random', an int in [0, 255] or three such ints"
+  )
+
+
+def parse_config(cfg: Config | AugmentConfig) -> AugmentConfig:
+  """Validates `cfg` and fills missing fields from `default_config`.
+
+  Args:
+    cfg: a mapping or ConfigDict with fields of `default_config` (missing ones
+      take their defaults), or an already parsed config, returned as is.
+
+  Returns:
+    The validated, immutable config.
+
+  Raises:
+    ValueError: for an unknown field or a value out of range; the message
+      names the field and its valid range.
+  """
+  if isinstance(cfg, AugmentConfig):
+    return cfg
+  if not hasattr(cfg, 'items'):
+    raise TypeError(
+      f'augment config must be a mapping, got {type(cfg).__name__}.'
+    )
+  given = dict(cfg.items())
+  unknown = sorted(set(given) - set(_DEFAULTS))
+  if unknown:
+    raise ValueError(
+      f'unknown augment config field(s) {unknown}; valid fields are '
+      f'{sorted(_DEFAULTS)}.'
+    )
+  v = {**_DEFAULTS, **given}
+  size = v['size']
+  if (
+    isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 1
+  ):
+    raise _invalid('size', size, 'an int >= 1')
+  prob = 'a probability in [0, 1]'
+  jitter = 'a number >= 0 (0 is off)'
+  return AugmentConfig(
+    size=int(size),
+    crop_scale=_pair(
+      'crop_scale', v['crop_scale'], 1.0, '(min, max) with 0 < min <= max <= 1'
+    ),
+    crop_ratio=_pair(
+      'crop_ratio', v['crop_ratio'], math.inf, '(min, max) with 0 < min <= max'
+    ),
+    rotation=_number(
+      'rotation', v['rotation'], 0.0, 180.0, 'degrees in [0, 180] (0 is off)'
+    ),
+    border=_choice('border', v['border'], tuple(_BORDERS)),
+    flip=_number('flip', v['flip'], 0.0, 1.0, prob),
+    brightness=_number('brightness', v['brightness'], 0.0, math.inf, jitter),
+    contrast=_number('contrast', v['contrast'], 0.0, math.inf, jitter),
+    saturation=_number('saturation', v['saturation'], 0.0, math.inf, jitter),
+    hue=_number('hue', v['hue'], 0.0, 0.5, 'a number in [0, 0.5] (0 is off)'),
+    color_jitter_prob=_number(
+      'color_jitter_prob', v['color_jitter_prob'], 0.0, 1.0, prob
+    ),
+    grayscale_prob=_number(
+      'grayscale_prob', v['grayscale_prob'], 0.0, 1.0, prob
+    ),
+    erasing_prob=_number('erasing_prob', v['erasing_prob'], 0.0, 1.0, prob),
+    erasing_scale=_pair(
+      'erasing_scale',
+      v['erasing_scale'],
+      1.0,
+      '(min, max) with 0 < min <= max <= 1',
+    ),
+    erasing_ratio=_pair(
+      'erasing_ratio',
+      v['erasing_ratio'],
+      math.inf,
+      '(min, max) with 0 < min <= max',
+    ),
+    erasing_value=_erasing_value(v['erasing_value']),
+    eval_resize=_choice('eval_resize', v['eval_resize'], _EVAL_RESIZES),
+    eval_crop_fraction=_number(
+      'eval_crop_fraction',
+      v['eval_crop_fraction'],
+      math.ulp(0.0),
+      1.0,
+      'a fraction in (0, 1]',
+    ),
+  )
+
+
+# ------------------------------------------------------------------ geometry
