@@ -76,3 +76,21 @@ def test_process_shards_assemble_the_single_process_batch(smoke_config):
   for b in range(7):
     joined = np.concatenate([h[b]['image'] for h in halves])
     np.testing.assert_array_equal(joined, single[b]['image'])
+
+
+def test_worker_processes_give_the_same_batches_and_restore(smoke_config):
+  """mp_prefetch with a worker process changes nothing but speed."""
+  config = _config(smoke_config)
+  config.augment.flip = 0.5
+  src = IndexedSource(40)
+  inline = iter(pipeline.train_dataset(config, source=src)[0])
+  config.data.worker_count = 1
+  workers = iter(pipeline.train_dataset(config, source=src)[0])
+  for _ in range(3):
+    np.testing.assert_array_equal(next(inline)['image'], next(workers)['image'])
+  state = workers.get_state()
+  expected = [next(inline)['image'] for _ in range(2)]
+  restored = iter(pipeline.train_dataset(config, source=src)[0])
+  restored.set_state(state)
+  for want in expected:
+    np.testing.assert_array_equal(next(restored)['image'], want)
