@@ -121,4 +121,6 @@ def base_config() -> ml_collections.ConfigDict:
   config.mesh = (('data', -1),)
   config.sharding = 'replicate'  # or 'fsdp'.
   config.init_from = ''  # A ferjax workdir or a PyTorch .pth to start from.
+  # PyTorch key prefixes init_from leaves out, e.g. ('fc.',) for a new head.
+  config.init_from_skip = ()
   return config

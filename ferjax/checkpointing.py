@@ -5,16 +5,25 @@ a killed run continue exactly where it stopped. `workdir/best/<step>/` holds
 the state that scored best on the eval split. Orbax writes each step to a
 temporary directory and renames it on success, so a crash mid-save never
 leaves a checkpoint that looks complete.
+
+`load_pretrained` serves step 2 of the resume order (the workdir's latest
+checkpoint, else `config.init_from`, else scratch): it fills a fresh state
+from another run's checkpoint or a converted PyTorch file.
 """
 
 import os
 import shutil
 
+import flax
 import grain
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 from orbax.checkpoint import checkpoint_managers as policies
+
+from ferjax import weights
+from ferjax.weights import torch_convert
 
 
 def _abstract(tree):
@@ -146,3 +155,74 @@ def restore_raw_state(directory: str) -> dict:
     f'config.init_from={directory!r} holds no checkpoint (looked in best/ '
     'and checkpoints/); point it at a ferjax workdir or a .pth file.'
   )
+
+
+def _merge_pretrained(fresh: dict, loaded: dict, what: str) -> dict:
+  """Copies loaded leaves over fresh ones where path and shape agree."""
+  fresh_flat = flax.traverse_util.flatten_dict(fresh, sep='/')
+  loaded_flat = flax.traverse_util.flatten_dict(loaded, sep='/')
+  kept = []
+  for key, value in fresh_flat.items():
+    new = loaded_flat.get(key)
+    if new is not None and np.shape(new) == value.shape:
+      fresh_flat[key] = jax.device_put(
+        np.asarray(new, value.dtype), value.sharding
+      )
+    else:
+      kept.append(key)
+  if len(kept) == len(fresh_flat):
+    raise ValueError(
+      f'config.init_from: no {what} matched the model; is it the same '
+      'model (config.model.name)?'
+    )
+  if kept:
+    logging.info('init_from: %s left at init: %s', what, ', '.join(kept))
+  return flax.traverse_util.unflatten_dict(fresh_flat, sep='/')
+
+
+def _drop_subtree(tree: dict, path: tuple[str, ...]) -> None:
+  """Deletes tree[path[0]][path[1]]... if it exists."""
+  for key in path[:-1]:
+    tree = tree.get(key, {})
+  tree.pop(path[-1], None)
+
+
+def load_pretrained(
+  path: str,
+  state,
+  *,
+  model_name: str,
+  model_fields: dict,
+  skip: tuple[str, ...] = (),
+):
+  """`state` with params and model state loaded from `path`.
+
+  Args:
+    path: a ferjax workdir (its best, else latest, checkpoint) or a PyTorch
+      `.pth`/`.pth.tar`/`.pt` file converted by `ferjax.weights.from_torch`.
+    state: the freshly initialised train state (fixes shapes and shardings).
+    model_name: the registry name of the model.
+    model_fields: the model's fields, for the PyTorch converter.
+    skip: PyTorch key prefixes not loaded (e.g. 'fc.' for a new head); those
+      modules keep their fresh init.
+
+  Returns:
+    The state with every matching leaf replaced; leaves whose path or shape
+    differ (e.g. a head of another size) keep their fresh init.
+  """
+  path = os.path.expanduser(path)
+  if path.endswith(('.pth', '.pth.tar', '.pt')):
+    loaded = weights.from_torch(model_name, path, ignore=skip, **model_fields)
+    for prefix in skip:  # Skipped modules keep this run's own init.
+      for tree in loaded.values():
+        _drop_subtree(tree, torch_convert.module_path(prefix.rstrip('.')))
+    loaded_params = loaded.pop('params')
+    loaded_state = loaded
+  else:
+    raw = restore_raw_state(path)
+    loaded_params, loaded_state = raw['params'], raw.get('model_state', {})
+  params = _merge_pretrained(state.params, loaded_params, 'params')
+  model_state = state.model_state
+  if model_state and loaded_state:
+    model_state = _merge_pretrained(model_state, loaded_state, 'model state')
+  return state.replace(params=params, model_state=model_state)

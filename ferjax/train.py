@@ -48,12 +48,18 @@ class TrainState:
     return {'params': self.params, **self.model_state}
 
 
-def create_model(config: ml_collections.ConfigDict):
+def _model_fields(config: ml_collections.ConfigDict) -> tuple[str, dict]:
+  """The model's registry name and its fields, num_classes included."""
   fields = config.model.to_dict()
   name = fields.pop('name')
   if 'dtype' in fields:  # Compute dtype by name, e.g. 'bfloat16'.
     fields['dtype'] = jnp.dtype(fields['dtype'])
-  return models.get_model(name, num_classes=config.data.num_classes, **fields)
+  return name, {**fields, 'num_classes': config.data.num_classes}
+
+
+def create_model(config: ml_collections.ConfigDict):
+  name, fields = _model_fields(config)
+  return models.get_model(name, **fields)
 
 
 def init_state(rng, *, model, tx, image_size: int) -> TrainState:
@@ -147,48 +153,16 @@ def prepare_workdir(workdir: str) -> str:
   return workdir
 
 
-def _merge_pretrained(fresh: dict, loaded: dict, what: str) -> dict:
-  """Copies loaded leaves over fresh ones where path and shape agree."""
-  fresh_flat = flax.traverse_util.flatten_dict(fresh, sep='/')
-  loaded_flat = flax.traverse_util.flatten_dict(loaded, sep='/')
-  kept = []
-  for key, value in fresh_flat.items():
-    new = loaded_flat.get(key)
-    if new is not None and np.shape(new) == value.shape:
-      fresh_flat[key] = jax.device_put(
-        np.asarray(new, value.dtype), value.sharding
-      )
-    else:
-      kept.append(key)
-  if len(kept) == len(fresh_flat):
-    raise ValueError(
-      f'config.init_from: no {what} matched the model; is it the same '
-      'model (config.model.name)?'
-    )
-  if kept:
-    logging.info('init_from: %s left at init: %s', what, ', '.join(kept))
-  return flax.traverse_util.unflatten_dict(fresh_flat, sep='/')
-
-
-def _init_from(config, state: TrainState) -> TrainState:
-  """Loads pretrained params/model state from a workdir or a .pth file."""
-  path = os.path.expanduser(config.init_from)
-  if path.endswith(('.pth', '.pth.tar', '.pt')):
-    from ferjax import weights  # torch is optional.
-
-    loaded = weights.from_torch(
-      config.model.name, path, num_classes=config.data.num_classes
-    )
-    loaded_params = loaded.pop('params')
-    loaded_state = loaded
-  else:
-    raw = checkpointing.restore_raw_state(path)
-    loaded_params, loaded_state = raw['params'], raw.get('model_state', {})
-  params = _merge_pretrained(state.params, loaded_params, 'params')
-  model_state = state.model_state
-  if model_state and loaded_state:
-    model_state = _merge_pretrained(model_state, loaded_state, 'model state')
-  return state.replace(params=params, model_state=model_state)
+def load_init_from(config, state: TrainState) -> TrainState:
+  """`state` with params and model state from `config.init_from`."""
+  name, fields = _model_fields(config)
+  return checkpointing.load_pretrained(
+    config.init_from,
+    state,
+    model_name=name,
+    model_fields=fields,
+    skip=tuple(config.init_from_skip),
+  )
 
 
 class _Evaluator:
@@ -356,7 +330,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     logging.info('Resuming from step %d in %s', start, ckpt.directory)
     state = ckpt.restore(start, state, train_iter)
   elif config.get('init_from'):
-    state = _init_from(config, state)
+    state = load_init_from(config, state)
   start = start or 0
   ckpt.drop_best_after(start)
 

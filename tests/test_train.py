@@ -79,7 +79,7 @@ def test_init_from_a_workdir_copies_params(trained, tmp_path):
   config.init_from = workdir
   config.total_steps = 1
   run = train.Setup(config, str(tmp_path))
-  loaded = train._init_from(config, run.state)
+  loaded = train.load_init_from(config, run.state)
   best = checkpointing.restore_raw_state(workdir)
   np.testing.assert_array_equal(
     jax.device_get(loaded.params['fc']['kernel']),

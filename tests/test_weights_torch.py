@@ -41,15 +41,15 @@ class _Block(nn.Module):
 class _ResNet18(nn.Module):
   """torchvision.models.resnet18's module layout and forward pass."""
 
-  def __init__(self, num_classes):
+  def __init__(self, num_classes, width=64):
     super().__init__()
-    self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
-    self.bn1 = nn.BatchNorm2d(64)
+    self.conv1 = nn.Conv2d(3, width, 7, 2, 3, bias=False)
+    self.bn1 = nn.BatchNorm2d(width)
     self.relu = nn.ReLU()
     self.maxpool = nn.MaxPool2d(3, 2, 1)
-    cin = 64
+    cin = width
     for i in range(4):
-      cout = 64 * 2**i
+      cout = width * 2**i
       blocks = [_Block(cin, cout, 1 if i == 0 else 2), _Block(cout, cout, 1)]
       setattr(self, f'layer{i + 1}', nn.Sequential(*blocks))
       cin = cout
@@ -154,3 +154,32 @@ def test_bad_requests(tmp_path, monkeypatch):
   monkeypatch.setitem(sys.modules, 'torch', None)
   with pytest.raises(ImportError, match=r'ferjax\[torch\]'):
     weights.from_torch('resnet18', tmp_path / 'absent.pth')
+
+
+def test_training_starts_from_a_pth_with_a_new_head(smoke_config, tmp_path):
+  """config.init_from=<.pth>: backbone from PyTorch, a fresh 7-class fc."""
+  from ferjax import train
+
+  torch.manual_seed(1)
+  source = _ResNet18(num_classes=1000, width=4)
+  path = tmp_path / 'imagenet_like.pth'
+  torch.save({'state_dict': source.state_dict()}, path)
+  config = smoke_config
+  config.init_from = str(path)
+  config.init_from_skip = ('fc.',)
+  run = train.Setup(config, str(tmp_path / 'run'))
+  state = train.load_init_from(config, run.state)
+  np.testing.assert_array_equal(
+    np.asarray(state.params['conv1']['kernel']),
+    source.conv1.weight.detach().numpy().transpose(2, 3, 1, 0),
+  )
+  np.testing.assert_array_equal(
+    np.asarray(state.model_state['batch_stats']['layer4_1']['bn2']['var']),
+    source.layer4[1].bn2.running_var.numpy(),
+  )
+  assert state.params['fc']['kernel'].shape == (32, 7)
+  np.testing.assert_array_equal(  # The head keeps its fresh init.
+    np.asarray(state.params['fc']['kernel']),
+    np.asarray(run.state.params['fc']['kernel']),
+  )
+  run.checkpointer.close()

@@ -22,6 +22,7 @@ import jax
 import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
+from jax.experimental import multihost_utils
 
 from ferjax.data import augment
 from ferjax.data import build as build_lib
@@ -42,23 +43,20 @@ def data_source(cfg: ml_collections.ConfigDict, split: str):
     DatasetNotBuiltError: with the exact command that builds the dataset.
   """
   kwargs = dict(config=cfg.get('config'), data_dir=cfg.get('data_dir'))
+  if cfg.get('auto_build', False):
+    if jax.process_index() == 0 and not build_lib.is_built(cfg.name, **kwargs):
+      build_lib.build(cfg.name, **kwargs)
+    if jax.process_count() > 1:  # Everyone waits for process 0's build.
+      multihost_utils.sync_global_devices(f'build {_tfds_name(cfg)}')
   if not build_lib.is_built(cfg.name, **kwargs):
-    if cfg.get('auto_build', False):
-      if jax.process_index() == 0:
-        build_lib.build(cfg.name, **kwargs)
-      if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices(f'build {cfg.name}')
-    else:
-      raise DatasetNotBuiltError(
-        f'Dataset {_tfds_name(cfg)!r} is not built in '
-        f'{cfg.get("data_dir") or "the default TFDS data_dir"}. Build it '
-        'with:\n  '
-        + build_lib.build_command(
-          cfg.name, manual_dir=cfg.get('manual_dir'), **kwargs
-        )
+    raise DatasetNotBuiltError(
+      f'Dataset {_tfds_name(cfg)!r} is not built in '
+      f'{cfg.get("data_dir") or "the default TFDS data_dir"}. Build it '
+      'with:\n  '
+      + build_lib.build_command(
+        cfg.name, manual_dir=cfg.get('manual_dir'), **kwargs
       )
+    )
   return tfds.data_source(
     _tfds_name(cfg), split=split, data_dir=cfg.get('data_dir'), download=False
   )
