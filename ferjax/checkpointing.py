@@ -198,22 +198,45 @@ def load_pretrained(
   """`state` with params and model state loaded from `path`.
 
   Args:
-    path: a ferjax workdir (its best, else latest, checkpoint) or a PyTorch
+    path: a ferjax workdir (its best, else latest, checkpoint), a weights
+      directory written by `python -m ferjax.weights convert`, or a PyTorch
       `.pth`/`.pth.tar`/`.pt` file converted by `ferjax.weights.from_torch`.
     state: the freshly initialised train state (fixes shapes and shardings).
     model_name: the registry name of the model.
     model_fields: the model's fields, for the PyTorch converter.
     skip: PyTorch key prefixes not loaded (e.g. 'fc.' for a new head); those
-      modules keep their fresh init.
+      modules keep their fresh init. Applies to `.pth` files and weights
+      directories.
 
   Returns:
     The state with every matching leaf replaced; leaves whose path or shape
     differ (e.g. a head of another size) keep their fresh init.
   """
+  from ferjax.weights import saved
+
   path = os.path.expanduser(path)
   if path.endswith(('.pth', '.pth.tar', '.pt')):
     loaded = weights.from_torch(model_name, path, ignore=skip, **model_fields)
     for prefix in skip:  # Skipped modules keep this run's own init.
+      for tree in loaded.values():
+        _drop_subtree(tree, torch_convert.module_path(prefix.rstrip('.')))
+    loaded_params = loaded.pop('params')
+    loaded_state = loaded
+  elif saved.is_weights_dir(path):
+    loaded, meta = saved.load(path)
+    logging.info(
+      'Initialising from %s (%s weights converted from %s)',
+      path,
+      meta.get('model'),
+      meta.get('source'),
+    )
+    if meta.get('model') != model_name:  # Shapes decide; names may differ.
+      logging.warning(
+        'init_from holds %s weights; this run trains %s.',
+        meta.get('model'),
+        model_name,
+      )
+    for prefix in skip:
       for tree in loaded.values():
         _drop_subtree(tree, torch_convert.module_path(prefix.rstrip('.')))
     loaded_params = loaded.pop('params')

@@ -51,3 +51,28 @@ def softmax_xent(outputs, labels, label_smoothing: float = 0.0):
   """Mean cross-entropy of `outputs['logits']`."""
   loss = softmax_cross_entropy(outputs['logits'], labels, label_smoothing)
   return loss.mean(), {}
+
+
+@register('manet')
+def manet(outputs, labels, beta: float = 0.6, label_smoothing: float = 0.0):
+  """MA-Net's loss: beta * CE(local head) + (1 - beta) * CE(global head).
+
+  Args:
+    outputs: a dict with 'logits_local' and 'logits_global' (the 'manet'
+      model's output).
+    labels: (B,) integer labels.
+    beta: weight of the local head (0.6 in MA-Net's `main.py`).
+    label_smoothing: as in `softmax_cross_entropy` (0 in MA-Net).
+
+  Returns:
+    The weighted mean loss and the two heads' mean losses as metrics
+    'loss_local' and 'loss_global'.
+  """
+  local = softmax_cross_entropy(
+    outputs['logits_local'], labels, label_smoothing
+  ).mean()
+  global_ = softmax_cross_entropy(
+    outputs['logits_global'], labels, label_smoothing
+  ).mean()
+  loss = beta * local + (1.0 - beta) * global_
+  return loss, {'loss_local': local, 'loss_global': global_}

@@ -1,0 +1,1 @@
+"""Reusable Flax Linen layers shared by the models (e.g. CBAM attention)."""

@@ -21,7 +21,10 @@ from collections.abc import Callable
 from typing import Any
 
 # Modules whose import registers models.
-_MODEL_MODULES = ('ferjax.models.backbones.resnet',)
+_MODEL_MODULES = (
+  'ferjax.models.backbones.resnet',
+  'ferjax.models.manet',
+)
 
 _REGISTRY: dict[str, Callable[..., Any]] = {}
 

@@ -101,3 +101,7 @@ def _resnet_converter(name: str) -> Converter:
 
 for _name in ('resnet18', 'resnet34'):
   register_converter(_name)(_resnet_converter(_name))
+
+
+# Converters in their own modules register themselves on import.
+from ferjax.weights import manet  # noqa: E402, F401

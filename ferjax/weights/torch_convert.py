@@ -20,6 +20,7 @@ torch is only needed to read checkpoint files (the `torch` extra).
 """
 
 import os
+import pickle
 import re
 from collections.abc import Callable
 from collections.abc import Iterable
@@ -53,12 +54,19 @@ def _read_checkpoint(path: str | os.PathLike, weights_only: bool) -> Any:
     raise FileNotFoundError(f'PyTorch checkpoint {path!r} does not exist.')
   try:
     return torch.load(path, map_location='cpu', weights_only=weights_only)
-  except Exception as e:
-    if not weights_only:
-      raise
+  except pickle.UnpicklingError as e:
+    # weights_only=True refuses pickled Python objects other than tensors and
+    # containers: loading them would run arbitrary code from the file.
     raise ValueError(
-      f'torch.load({path!r}, weights_only=True) failed: {e}\nIf the file '
-      'comes from a source you trust, retry with weights_only=False.'
+      f'{path!r} holds pickled Python objects beyond tensors, which '
+      'torch.load(weights_only=True) refuses to run. Re-save it as a plain '
+      'state_dict (torch.save(model.state_dict(), ...)) from a source you '
+      f'trust. torch said: {e}'
+    ) from e
+  except Exception as e:  # torch raises RuntimeError and others here.
+    raise ValueError(
+      f'{path!r} is not a readable PyTorch checkpoint (truncated or '
+      f'corrupt?): {e}'
     ) from e
 
 

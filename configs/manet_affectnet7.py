@@ -1,0 +1,30 @@
+r"""MA-Net (TIP 2021) on AffectNet, 7 classes, the official recipe.
+
+  python run.py --config=configs/manet_affectnet7.py \
+    --workdir=runs/manet_affectnet7
+  python run.py --config=configs/manet_affectnet7.py:smoke --workdir=/tmp/smoke
+
+Paper: 64.53 % accuracy on the official validation set (AffectNet's de-facto
+test set); the official AffectNet7 log reaches it at epoch 6. Recipe: main.py
+of github.com/zengqunzhao/MA-Net with the numbers of that log: SGD lr 0.01,
+x0.1 every 5 epochs, 20 epochs, batch 256, no class-balanced sampling. The
+shared part is in configs/manet_common.py. The best checkpoint is chosen on
+the validation split, as main.py does with its test set.
+"""
+
+from configs import manet_common
+
+
+def get_config(arg=None):
+  return manet_common.manet_config(
+    arg,
+    dataset='affectnet',
+    dataset_config='7class',
+    eval_split='validation',
+    num_classes=7,
+    base_lr=0.01,
+    step_size=5,
+    gamma=0.1,
+    num_epochs=20,
+    batch_size=256,
+  )

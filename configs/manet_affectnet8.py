@@ -1,0 +1,30 @@
+r"""MA-Net (TIP 2021) on AffectNet, 8 classes, the official recipe.
+
+  python run.py --config=configs/manet_affectnet8.py \
+    --workdir=runs/manet_affectnet8
+  python run.py --config=configs/manet_affectnet8.py:smoke --workdir=/tmp/smoke
+
+Paper: 60.29 % accuracy on the official validation set (AffectNet's de-facto
+test set); the official AffectNet8 log reaches it at epoch 8. Recipe: main.py
+of github.com/zengqunzhao/MA-Net with the numbers of that log: SGD lr 0.01,
+x0.1 every 5 epochs, 20 epochs, batch 256, no class-balanced sampling. The
+shared part is in configs/manet_common.py. The best checkpoint is chosen on
+the validation split, as main.py does with its test set.
+"""
+
+from configs import manet_common
+
+
+def get_config(arg=None):
+  return manet_common.manet_config(
+    arg,
+    dataset='affectnet',
+    dataset_config='8class',
+    eval_split='validation',
+    num_classes=8,
+    base_lr=0.01,
+    step_size=5,
+    gamma=0.1,
+    num_epochs=20,
+    batch_size=256,
+  )

@@ -1,0 +1,289 @@
+"""MA-Net: global multi-scale and local attention network (Zhao et al.,
+IEEE TIP 2021), ported from the official PyTorch code (zengqunzhao/MA-Net,
+`model/manet.py` and `model/attention.py`).
+
+Structure (shapes at 224 px):
+
+* front: ResNet-18 `conv1`, `bn1`, max-pool, `layer1`, `layer2`
+  (torchvision names, 28x28x128);
+* local branch: the layer2 map is cut at half its height and width into four
+  patches (top-left, top-right, bottom-left, bottom-right; the official code
+  slices 0:14 / 14:28 at 224 px). Each patch has its own `layer3_1_pX` (two
+  `AttentionBlock`s 128 -> 256, stride 2) and `layer4_1_pX` (two 256 -> 512,
+  stride 1); the outputs are put back in a 2x2 grid, pooled, and `fc_1`
+  gives the local logits;
+* global branch: `layer3_2` (two `MulScaleBlock`s 128 -> 256, stride 2) and
+  `layer4_2` (two 256 -> 512, stride 2), pooled, then `fc_2`.
+
+There is no dropout. The prediction is `beta * fc_1 + (1 - beta) * fc_2`
+with beta = 0.6 as in the official `main.py`; the matching loss is
+`ferjax.losses` 'manet'. Every submodule keeps the PyTorch attribute name, so
+the official checkpoint converts key by key (`ferjax.weights` 'manet').
+
+The second cascade of `MulScaleBlock` has two historical forms with the same
+parameters: the code of 2021, which produced the published logs and
+presumably the MS-Celeb-1M checkpoint, runs it in the same order as the first
+cascade (group 1 -> 4, `direction='same'`, the default); a change of April
+2023, matching the paper's figure, runs it from group 4 to group 1
+(`direction='reverse'`).
+
+Inputs are [0, 1] images without mean/std normalisation, as MA-Net was
+trained. Any input size whose layer2 map (ceil(side / 8)) has even sides
+works, e.g. multiples of 16 such as 112 or 224.
+"""
+
+import math
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from ferjax import models
+from ferjax.layers import cbam
+from ferjax.models.backbones import resnet
+
+Dtype = Any
+
+DIRECTIONS = ('same', 'reverse')
+
+
+class AttentionBlock(resnet.BasicBlock):
+  """BasicBlock with CBAM (reduction 16) after `bn2`, before the residual."""
+
+  def refine(self, y: jax.Array, train: bool) -> jax.Array:
+    """Applies the block's CBAM, named `cbam` as in PyTorch."""
+    return cbam.CBAM(16, dtype=self.dtype, name='cbam')(y, train)
+
+
+class MulScaleBlock(nn.Module):
+  """MA-Net's multi-scale residual block.
+
+  conv3x3 (stride) - BN - ReLU, then the channels are split into four equal
+  groups x1..x4 and run through two Res2Net-like cascades of 3x3 conv + BN,
+  each with its own weights:
+
+    y1 = bn1_2_1(conv1_2_1(x1)), yk = bn1_2_k(conv1_2_k(relu(y(k-1)) + xk));
+    'same':    z1 = bn2_2_1(conv2_2_1(x1)), then z2, z3, z4 likewise;
+    'reverse': z4 = bn2_2_4(conv2_2_4(x4)), then z3, z2, z1 likewise.
+
+  The output is relu(cat(y) + cat(z) + shortcut), the shortcut being a 1x1
+  conv + BN (`downsample_0`/`downsample_1`) when the stride or width changes.
+
+  Attributes:
+    features: output channels (torch `planes`), a multiple of 4.
+    strides: stride of `conv1` and of the shortcut conv.
+    direction: order of the second cascade, 'same' or 'reverse'.
+    dtype: compute dtype.
+  """
+
+  features: int
+  strides: int = 1
+  direction: str = 'same'
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    """Applies the block to NHWC `x`."""
+    if self.direction not in DIRECTIONS:
+      raise ValueError(
+        f'MulScaleBlock direction={self.direction!r}; use one of {DIRECTIONS}.'
+      )
+    if self.features % 4:
+      raise ValueError(
+        f'MulScaleBlock features={self.features} must be divisible by 4.'
+      )
+    dtype = self.dtype
+    width = self.features // 4
+
+    def conv_bn(name: str, y: jax.Array) -> jax.Array:
+      y = resnet.conv(width, 3, f'conv{name}', dtype=dtype)(y)
+      return resnet.batch_norm(f'bn{name}', train=train, dtype=dtype)(y)
+
+    out = resnet.conv(
+      self.features, 3, 'conv1', strides=self.strides, dtype=dtype
+    )(x)
+    out = nn.relu(resnet.batch_norm('bn1', train=train, dtype=dtype)(out))
+    groups = jnp.split(out, 4, axis=-1)
+
+    def cascade(path: int, order: tuple[int, ...]) -> jax.Array:
+      results = {}
+      prev = None
+      for k in order:
+        y = groups[k - 1] if prev is None else nn.relu(prev) + groups[k - 1]
+        prev = results[k] = conv_bn(f'{path}_2_{k}', y)
+      return jnp.concatenate([results[k] for k in (1, 2, 3, 4)], axis=-1)
+
+    out = cascade(1, (1, 2, 3, 4)) + cascade(
+      2, (1, 2, 3, 4) if self.direction == 'same' else (4, 3, 2, 1)
+    )
+
+    shortcut = x
+    if self.strides != 1 or x.shape[-1] != self.features:
+      shortcut = resnet.conv(
+        self.features, 1, 'downsample_0', strides=self.strides, dtype=dtype
+      )(x)
+      shortcut = resnet.batch_norm('downsample_1', train=train, dtype=dtype)(
+        shortcut
+      )
+    return nn.relu(out + shortcut)
+
+
+def layer2_side(side: int) -> int:
+  """Side of the layer2 map for an input side: three stride-2 steps, ceil."""
+  return math.ceil(side / 8)
+
+
+def _check_input(images: jax.Array) -> None:
+  if images.ndim != 4 or images.shape[-1] != 3:
+    raise ValueError(
+      f'MA-Net expects (B, H, W, 3) NHWC images, got shape {images.shape}.'
+    )
+  height, width = images.shape[1:3]
+  sides = (layer2_side(height), layer2_side(width))
+  if sides[0] % 2 or sides[1] % 2:
+    raise ValueError(
+      f'MA-Net cuts the layer2 feature map into 2x2 equal patches, but a '
+      f'{height}x{width} input gives a {sides[0]}x{sides[1]} layer2 map, '
+      'which has an odd side. Use an input whose sides give an even '
+      'ceil(side / 8), e.g. multiples of 16 such as 112 or 224 (224 is '
+      "MA-Net's own size)."
+    )
+
+
+class MANet(nn.Module):
+  """MA-Net with a local-attention and a global multi-scale head.
+
+  Attributes:
+    num_classes: outputs of `fc_1` and `fc_2` (12,666 identities in the
+      official MS-Celeb-1M pretraining; `ferjax.models.get_model` defaults
+      to 7).
+    beta: weight of the local head in the combined logits, in [0, 1].
+    direction: order of the second cascade of every `MulScaleBlock`, 'same'
+      (2021 code, default) or 'reverse' (2023 code and paper figure).
+    dtype: compute dtype of the convolutions and norms; parameters, pooled
+      features and logits stay float32.
+    pixel_mean: per-channel mean subtracted from the [0, 1] input; None (the
+      default, as MA-Net) subtracts nothing.
+    pixel_std: per-channel std dividing the input; None divides by nothing.
+  """
+
+  num_classes: int = 7
+  beta: float = 0.6
+  direction: str = 'same'
+  dtype: Dtype = jnp.float32
+  pixel_mean: tuple[float, ...] | None = None
+  pixel_std: tuple[float, ...] | None = None
+
+  @nn.compact
+  def __call__(
+    self, images: jax.Array, train: bool = False
+  ) -> dict[str, jax.Array]:
+    """Classifies images.
+
+    The layer2 map is sown as `intermediates/layer2` (apply with
+    `mutable=['intermediates']` to read it).
+
+    Args:
+      images: (B, H, W, 3) float images in [0, 1]; ceil(H / 8) and
+        ceil(W / 8) must be even (e.g. 224).
+      train: use batch statistics and update `batch_stats`.
+
+    Returns:
+      (B, num_classes) float32 arrays: 'logits' = beta * 'logits_local' +
+      (1 - beta) * 'logits_global'.
+
+    Raises:
+      ValueError: a bad field, or an input size whose layer2 map has an odd
+        side.
+    """
+    if self.direction not in DIRECTIONS:
+      raise ValueError(
+        f'MA-Net direction={self.direction!r}; use one of {DIRECTIONS}.'
+      )
+    if not 0.0 <= self.beta <= 1.0:
+      raise ValueError(f'MA-Net beta={self.beta} must lie in [0, 1].')
+    _check_input(images)
+    dtype = self.dtype
+    x = resnet.normalize(
+      images.astype(jnp.float32), self.pixel_mean, self.pixel_std
+    ).astype(dtype)
+    x = resnet.stem(x, train=train, dtype=dtype)
+    x = resnet.stage(
+      x,
+      'layer1',
+      features=64,
+      num_blocks=2,
+      strides=1,
+      train=train,
+      dtype=dtype,
+    )
+    x = resnet.stage(
+      x,
+      'layer2',
+      features=128,
+      num_blocks=2,
+      strides=2,
+      train=train,
+      dtype=dtype,
+    )
+    self.sow('intermediates', 'layer2', x)
+
+    # Local branch: four patches, each with unshared layers.
+    mid_h, mid_w = x.shape[1] // 2, x.shape[2] // 2
+    patches = (
+      x[:, :mid_h, :mid_w],
+      x[:, :mid_h, mid_w:],
+      x[:, mid_h:, :mid_w],
+      x[:, mid_h:, mid_w:],
+    )
+    outs = []
+    for i, patch in enumerate(patches, 1):
+      for name, features, strides in (('layer3', 256, 2), ('layer4', 512, 1)):
+        patch = resnet.stage(
+          patch,
+          f'{name}_1_p{i}',
+          features=features,
+          num_blocks=2,
+          strides=strides,
+          train=train,
+          block=AttentionBlock,
+          dtype=dtype,
+        )
+      outs.append(patch)
+    local = jnp.concatenate(
+      [
+        jnp.concatenate(outs[:2], axis=2),
+        jnp.concatenate(outs[2:], axis=2),
+      ],
+      axis=1,
+    )
+    local = jnp.mean(local.astype(jnp.float32), axis=(1, 2))
+    logits_local = resnet.linear(local, self.num_classes, 'fc_1')
+
+    # Global branch: multi-scale blocks on the whole map.
+    g = x
+    for name, features in (('layer3_2', 256), ('layer4_2', 512)):
+      g = resnet.stage(
+        g,
+        name,
+        features=features,
+        num_blocks=2,
+        strides=2,
+        train=train,
+        block=MulScaleBlock,
+        direction=self.direction,
+        dtype=dtype,
+      )
+    g = jnp.mean(g.astype(jnp.float32), axis=(1, 2))
+    logits_global = resnet.linear(g, self.num_classes, 'fc_2')
+
+    logits = self.beta * logits_local + (1.0 - self.beta) * logits_global
+    return {
+      'logits': logits,
+      'logits_local': logits_local,
+      'logits_global': logits_global,
+    }
+
+
+models.register('manet')(MANet)
