@@ -19,6 +19,8 @@ import ast
 import os
 import sys
 
+from absl import logging
+
 import ferjax
 from ferjax import weights
 from ferjax.weights import saved
@@ -116,9 +118,11 @@ def main(argv: list[str] | None = None) -> int:
     action='append',
     default=[],
     metavar='NAME=VALUE',
-    help='a model field, e.g. width=32 (repeatable)',
+    help='a model or converter field, e.g. width=32, or source=resnet18 to '
+    'load a torchvision ResNet-18 into the front of manet (repeatable)',
   )
   args = parser.parse_args(argv)
+  logging.set_verbosity(logging.INFO)  # The converter reports what it used.
   try:
     out = convert(
       args.model,
