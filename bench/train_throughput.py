@@ -20,7 +20,6 @@ there is no such model, the bench says 'torch model not available'.
 """
 
 import argparse
-import functools
 import importlib
 import importlib.util
 import inspect
@@ -29,14 +28,11 @@ import sys
 import time
 
 import jax
-import numpy as np
 
 sys.path.insert(0, '.')
 
+from bench import common as bench_common  # noqa: E402
 from configs import common  # noqa: E402
-from ferjax import optim  # noqa: E402
-from ferjax import sharding  # noqa: E402
-from ferjax import train  # noqa: E402
 
 # model -> (module, class) of its hand-written PyTorch version.
 TORCH_MODELS = {
@@ -73,48 +69,8 @@ def _median_seconds(step, steps: int) -> float:
 
 def jax_step_seconds(config, steps: int) -> tuple[float, float, int]:
   """(median step seconds, compile seconds, parameter count)."""
-  mesh = sharding.make_mesh(config.mesh)
-  model = train.create_model(config)
-  schedule = lambda s: LR  # noqa: E731
-  tx = optim.make_optimizer(config.optimizer, schedule)
-  init = functools.partial(
-    train.init_state, model=model, tx=tx, image_size=config.augment.size
-  )
-  abstract = jax.eval_shape(init, jax.random.key(0))
-  shardings = sharding.state_shardings(abstract, mesh, config.sharding)
-  state = jax.jit(init, out_shardings=shardings)(jax.random.key(0))
-  fn = train.jit_train_step(
-    functools.partial(
-      train.train_step,
-      model=model,
-      tx=tx,
-      loss_fn=train._loss_fn(config),
-      schedule=schedule,
-    ),
-    shardings,
-    mesh,
-  )
-  size, b = config.augment.size, config.batch_size
-  rng = np.random.default_rng(0)
-  batch = sharding.global_batch(
-    {
-      'image': rng.integers(0, 256, (b, size, size, 3), np.uint8),
-      'label': rng.integers(0, config.data.num_classes, (b,), np.int32),
-    },
-    sharding.data_sharding(mesh),
-  )
-  key = jax.random.key(1)
-  holder = [state]
-
-  def step():
-    holder[0], metrics = fn(holder[0], batch, key)
-    jax.block_until_ready(metrics)
-
-  start = time.perf_counter()
-  step()  # Compile.
-  compile_seconds = time.perf_counter() - start
+  step, compile_seconds, params = bench_common.compiled_train_step(config)
   step()  # Warm.
-  params = sum(x.size for x in jax.tree.leaves(abstract.params))
   return _median_seconds(step, steps), compile_seconds, params
 
 

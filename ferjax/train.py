@@ -7,6 +7,7 @@ checkpoint steps, metrics out. Resume order: the workdir's latest checkpoint,
 else `config.init_from` (a ferjax workdir or a PyTorch .pth), else scratch.
 """
 
+import dataclasses
 import functools
 import json
 import os
@@ -266,6 +267,64 @@ def _write_results(workdir: str, results: dict) -> None:
     os.replace(tmp, os.path.join(workdir, 'results.json'))
 
 
+@dataclasses.dataclass(frozen=True)
+class Trainable:
+  """A config's model, optimizer, sharded initial state and jitted step."""
+
+  model: Any
+  schedule: optim.Schedule
+  tx: optax.GradientTransformation
+  state: TrainState
+  state_sharding: Any
+  step_fn: Any  # (state, global batch, rng) -> (state, metrics), jitted.
+  num_params: int
+
+
+def build_trainable(
+  config: ml_collections.ConfigDict,
+  mesh: jax.sharding.Mesh,
+  steps_per_epoch: int,
+  total_steps: int,
+  init_rng: jax.Array,
+) -> Trainable:
+  """Everything the train loop (or a benchmark) needs besides data."""
+  model = create_model(config)
+  schedule = optim.make_schedule(config.schedule, steps_per_epoch, total_steps)
+  tx = optim.make_optimizer(config.optimizer, schedule)
+  init = functools.partial(
+    init_state, model=model, tx=tx, image_size=config.augment.size
+  )
+  abstract = jax.eval_shape(init, init_rng)
+  state_sharding = sharding.state_shardings(abstract, mesh, config.sharding)
+  # Init runs once: optimising it costs more compile time (mostly random
+  # generators, ~10 s on CPU) than it could ever save.
+  state = jax.jit(
+    init,
+    out_shardings=state_sharding,
+    compiler_options={'xla_backend_optimization_level': 0},
+  )(init_rng)
+  step_fn = jit_train_step(
+    functools.partial(
+      train_step,
+      model=model,
+      tx=tx,
+      loss_fn=_loss_fn(config),
+      schedule=schedule,
+    ),
+    state_sharding,
+    mesh,
+  )
+  return Trainable(
+    model=model,
+    schedule=schedule,
+    tx=tx,
+    state=state,
+    state_sharding=state_sharding,
+    step_fn=step_fn,
+    num_params=sum(x.size for x in jax.tree.leaves(abstract.params)),
+  )
+
+
 class Setup:
   """Everything a run builds before its first step (shared by train/eval)."""
 
@@ -275,31 +334,18 @@ class Setup:
     self.mesh = sharding.make_mesh(config.mesh)
     self.train_data, num_train = pipeline.train_dataset(config)
     self.steps_per_epoch, self.total_steps = resolve_steps(config, num_train)
-    self.model = create_model(config)
-    self.schedule = optim.make_schedule(
-      config.schedule, self.steps_per_epoch, self.total_steps
-    )
-    self.tx = optim.make_optimizer(config.optimizer, self.schedule)
     init_rng, self.train_rng = jax.random.split(jax.random.key(config.seed))
-    init = functools.partial(
-      init_state, model=self.model, tx=self.tx, image_size=config.augment.size
+    self.trainable = build_trainable(
+      config, self.mesh, self.steps_per_epoch, self.total_steps, init_rng
     )
-    abstract = jax.eval_shape(init, init_rng)
-    self.state_sharding = sharding.state_shardings(
-      abstract, self.mesh, config.sharding
-    )
-    # Init runs once: optimising it costs more compile time (mostly random
-    # generators, ~10 s on CPU) than it could ever save.
-    self.state = jax.jit(
-      init,
-      out_shardings=self.state_sharding,
-      compiler_options={'xla_backend_optimization_level': 0},
-    )(init_rng)
+    self.model = self.trainable.model
+    self.state = self.trainable.state
+    self.state_sharding = self.trainable.state_sharding
     logging.info(
       '%s: %s params; %d devices in %d processes, mesh %s; %d steps '
       '(%d per epoch) of batch %d.',
       config.model.name,
-      f'{sum(x.size for x in jax.tree.leaves(abstract.params)):,}',
+      f'{self.trainable.num_params:,}',
       jax.device_count(),
       jax.process_count(),
       dict(self.mesh.shape),
@@ -337,17 +383,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   writer = writers.MetricWriter(run.workdir, resume_step=start)
   writer.write_config(run.workdir, config)
   data_sharding = sharding.data_sharding(run.mesh)
-  step_fn = jit_train_step(
-    functools.partial(
-      train_step,
-      model=run.model,
-      tx=run.tx,
-      loss_fn=_loss_fn(config),
-      schedule=run.schedule,
-    ),
-    run.state_sharding,
-    run.mesh,
-  )
+  step_fn = run.trainable.step_fn
   evaluator = _Evaluator(
     config, config.data.eval_split, run.model, run.mesh, run.state_sharding
   )

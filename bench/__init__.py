@@ -1,0 +1,1 @@
+"""Benchmarks: img/s and ratios, printed; never asserted by tests."""
