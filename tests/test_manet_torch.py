@@ -17,6 +17,8 @@ from ferjax.weights import manet as manet_weights
 torch = pytest.importorskip('torch')
 nn = torch.nn
 
+from tests import torch_helpers  # noqa: E402  (needs torch)
+
 pytestmark = pytest.mark.torch
 
 
@@ -200,14 +202,10 @@ class _ResNet18(nn.Module):
 def _randomise(model, seed):
   """Random BN affine and running statistics; logits of order one."""
   torch.manual_seed(seed)
+  torch_helpers.randomise_batch_norm(model)
   with torch.no_grad():
     for m in model.modules():
-      if isinstance(m, nn.BatchNorm2d):
-        m.weight.uniform_(0.5, 1.5)
-        m.bias.normal_(0.0, 0.1)
-        m.running_mean.normal_(0.0, 0.1)
-        m.running_var.uniform_(0.5, 2.0)
-      elif isinstance(m, nn.Linear) and m.out_features > 1:
+      if isinstance(m, nn.Linear) and m.out_features > 1:
         m.bias.normal_(0.0, 0.1)
     model.fc_1.weight.normal_(0.0, 1.0)
     model.fc_2.weight.normal_(0.0, 1.0)

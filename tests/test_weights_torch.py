@@ -12,6 +12,8 @@ from ferjax import weights
 torch = pytest.importorskip('torch')
 nn = torch.nn
 
+from tests import torch_helpers  # noqa: E402  (needs torch)
+
 pytestmark = pytest.mark.torch
 
 
@@ -67,13 +69,8 @@ def torch_model():
   """A random-init ResNet-18 with random BN affine and running statistics."""
   torch.manual_seed(0)
   model = _ResNet18(num_classes=7)
+  torch_helpers.randomise_batch_norm(model)
   with torch.no_grad():
-    for m in model.modules():
-      if isinstance(m, nn.BatchNorm2d):
-        m.weight.uniform_(0.5, 1.5)
-        m.bias.normal_(0.0, 0.1)
-        m.running_mean.normal_(0.0, 0.1)
-        m.running_var.uniform_(0.5, 2.0)
     # Logits of order one, so that the tolerance below means something.
     model.fc.weight.normal_(0.0, 0.5)
   return model.eval()
