@@ -1,0 +1,1 @@
+"""rafdb: Real-world Affective Faces Database, basic (7-class) subset."""
