@@ -23,6 +23,7 @@ from absl import logging
 from orbax.checkpoint import checkpoint_managers as policies
 
 from ferjax import weights
+from ferjax.weights import saved
 from ferjax.weights import torch_convert
 
 
@@ -205,23 +206,15 @@ def load_pretrained(
     model_name: the registry name of the model.
     model_fields: the model's fields, for the PyTorch converter.
     skip: PyTorch key prefixes not loaded (e.g. 'fc.' for a new head); those
-      modules keep their fresh init. Applies to `.pth` files and weights
-      directories.
+      modules keep their fresh init, whatever the source.
 
   Returns:
     The state with every matching leaf replaced; leaves whose path or shape
     differ (e.g. a head of another size) keep their fresh init.
   """
-  from ferjax.weights import saved
-
   path = os.path.expanduser(path)
   if path.endswith(('.pth', '.pth.tar', '.pt')):
     loaded = weights.from_torch(model_name, path, ignore=skip, **model_fields)
-    for prefix in skip:  # Skipped modules keep this run's own init.
-      for tree in loaded.values():
-        _drop_subtree(tree, torch_convert.module_path(prefix.rstrip('.')))
-    loaded_params = loaded.pop('params')
-    loaded_state = loaded
   elif saved.is_weights_dir(path):
     loaded, meta = saved.load(path)
     logging.info(
@@ -236,14 +229,14 @@ def load_pretrained(
         meta.get('model'),
         model_name,
       )
-    for prefix in skip:
-      for tree in loaded.values():
-        _drop_subtree(tree, torch_convert.module_path(prefix.rstrip('.')))
-    loaded_params = loaded.pop('params')
-    loaded_state = loaded
   else:
     raw = restore_raw_state(path)
-    loaded_params, loaded_state = raw['params'], raw.get('model_state', {})
+    loaded = {'params': raw['params'], **raw.get('model_state', {})}
+  for prefix in skip:  # Skipped modules keep this run's own init.
+    for tree in loaded.values():
+      _drop_subtree(tree, torch_convert.module_path(prefix.rstrip('.')))
+  loaded_params = loaded.pop('params')
+  loaded_state = loaded
   params = _merge_pretrained(state.params, loaded_params, 'params')
   model_state = state.model_state
   if model_state and loaded_state:

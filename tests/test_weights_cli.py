@@ -19,17 +19,12 @@ from tests.conftest import REPO
 def torch_resnet():
   """A width-4 torchvision-layout ResNet-18 with random BN statistics."""
   torch = pytest.importorskip('torch')
+  from tests import torch_helpers
   from tests.test_weights_torch import _ResNet18
 
   torch.manual_seed(0)
   model = _ResNet18(num_classes=7, width=4)
-  with torch.no_grad():
-    for m in model.modules():
-      if isinstance(m, torch.nn.BatchNorm2d):
-        m.weight.uniform_(0.5, 1.5)
-        m.bias.normal_(0.0, 0.1)
-        m.running_mean.normal_(0.0, 0.1)
-        m.running_var.uniform_(0.5, 2.0)
+  torch_helpers.randomise_batch_norm(model)
   return model
 
 
