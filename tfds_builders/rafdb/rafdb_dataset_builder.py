@@ -13,10 +13,10 @@ into ferjax's canonical order; the dataset's own id is kept as
 import os
 import pathlib
 
-import cv2
 import numpy as np
 import tensorflow_datasets as tfds
 
+from ferjax.data import manual
 from ferjax.labels import EXPRESSIONS_7
 
 LABEL_FILE = pathlib.PurePosixPath('EmoLabel/list_patition_label.txt')
@@ -45,10 +45,6 @@ _MANUAL_HELP = (
 )
 
 
-class RafDbError(ValueError):
-  """The manually downloaded RAF-DB files are missing or malformed."""
-
-
 def find_basic_dir(manual_dir: os.PathLike | str) -> pathlib.Path:
   """Returns the `basic/` folder of the release given `--manual_dir`.
 
@@ -57,16 +53,10 @@ def find_basic_dir(manual_dir: os.PathLike | str) -> pathlib.Path:
       under the name `raf-basic/`, as many code bases unpack it).
 
   Raises:
-    RafDbError: if no candidate holds the label file.
+    manual.ManualDataError: if no candidate holds the label file.
   """
-  manual_dir = pathlib.Path(manual_dir)
-  candidates = [manual_dir] + [manual_dir / d for d in BASIC_DIRS]
-  for d in candidates:
-    if (d / LABEL_FILE).is_file():
-      return d
-  tried = ', '.join(str(d / LABEL_FILE) for d in candidates)
-  raise RafDbError(
-    f'RAF-DB label file not found; tried {tried}. {_MANUAL_HELP}'
+  return manual.find_release_dir(
+    manual_dir, LABEL_FILE, BASIC_DIRS, _MANUAL_HELP
   )
 
 
@@ -80,19 +70,19 @@ def read_labels(label_file: os.PathLike | str) -> list[tuple[str, str, int]]:
     (split, file name, RAF label 1..7) per line, in file order.
 
   Raises:
-    RafDbError: naming the file and line of the first malformed line,
+    manual.ManualDataError: naming the file and line of the first malformed line,
       unknown label, unknown split prefix or repeated name.
   """
   rows = []
   seen = {}
   text = pathlib.Path(label_file).read_text(encoding='utf-8')
   for lineno, line in enumerate(text.splitlines(), start=1):
-    where = f'{label_file}:{lineno}'
+    where = manual.where(label_file, lineno)
     fields = line.split()
     if not fields:  # Blank lines carry nothing, e.g. a trailing one.
       continue
     if len(fields) != 2 or not fields[0].endswith('.jpg'):
-      raise RafDbError(
+      raise manual.ManualDataError(
         f'{where}: malformed line {line!r}; expected `<name>.jpg <label>` '
         'as in the official release. Restore the file from the download.'
       )
@@ -102,25 +92,27 @@ def read_labels(label_file: os.PathLike | str) -> list[tuple[str, str, int]]:
     except ValueError:
       raf_label = None
     if raf_label not in RAF_NAMES:
-      raise RafDbError(
+      raise manual.ManualDataError(
         f'{where}: unknown label {label!r} for {name}; RAF-DB basic labels '
         'are 1..7. Restore the file from the download.'
       )
     split = name.split('_', 1)[0]
     if split not in SPLITS or '_' not in name:
-      raise RafDbError(
+      raise manual.ManualDataError(
         f'{where}: {name} starts with neither `train_` nor `test_`, so its '
         'split is unknown. Restore the file from the download.'
       )
     if name in seen:
-      raise RafDbError(
+      raise manual.ManualDataError(
         f'{where}: {name} is listed again (first at line {seen[name]}). '
         'Restore the file from the download.'
       )
     seen[name] = lineno
     rows.append((split, name, raf_label))
   if not rows:
-    raise RafDbError(f'{label_file} lists no images. {_MANUAL_HELP}')
+    raise manual.ManualDataError(
+      f'{label_file} lists no images. {_MANUAL_HELP}'
+    )
   return rows
 
 
@@ -177,21 +169,11 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     basic_dir = find_basic_dir(dl_manager.manual_dir)
     rows = read_labels(basic_dir / LABEL_FILE)
     # Check every image up front so a bad release fails before writing.
-    missing = [
-      image_path(basic_dir, name)
-      for _, name, _ in rows
-      if not image_path(basic_dir, name).is_file()
-    ]
-    if missing:
-      shown = '\n  '.join(str(p) for p in missing[:10])
-      more = (
-        f'\n  ... and {len(missing) - 10} more' if len(missing) > 10 else ''
-      )
-      raise RafDbError(
-        f'{len(missing)} image(s) listed in {basic_dir / LABEL_FILE} are '
-        f'missing:\n  {shown}{more}\nUnpack the complete '
-        f'`{IMAGE_DIR}` folder of the release into {basic_dir}.'
-      )
+    manual.check_files_exist(
+      ((image_path(basic_dir, name), name) for _, name, _ in rows),
+      f'Unpack the complete `{IMAGE_DIR}` folder of the release into '
+      f'{basic_dir}.',
+    )
     return {
       split: self._generate_examples(
         basic_dir, [r for r in rows if r[0] == split]
@@ -218,19 +200,13 @@ def make_example(basic_dir: pathlib.Path, name: str, raf_label: int) -> dict:
     'original_label': raf_label, 'id': name}.
 
   Raises:
-    RafDbError: if the file is not a decodable 3-channel image.
+    manual.ManualDataError: if the file is not a decodable 3-channel image.
   """
   path = image_path(basic_dir, name)
   data = path.read_bytes()
   # Stored bytes are decoded later as they are, so check them now: a
   # truncated or grayscale file would break readers, not this build.
-  img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-  if img is None or img.ndim != 3 or img.shape[2] != 3:
-    got = 'undecodable' if img is None else f'shape {img.shape}'
-    raise RafDbError(
-      f'{path}: not a 3-channel JPEG ({got}). Replace it with the file '
-      'from the release.'
-    )
+  manual.decode_image(data, path, channels=(3,))
   return {
     'image': data,
     'label': RAF_TO_CANONICAL[raf_label],

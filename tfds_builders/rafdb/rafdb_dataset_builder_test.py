@@ -10,6 +10,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from ferjax.data import build
+from ferjax.data import manual
 from ferjax.labels import EXPRESSIONS_7
 from tfds_builders.rafdb import rafdb_dataset_builder as rafdb
 
@@ -102,7 +103,7 @@ def release(tmp_path):
 
 
 def _fails(tmp_path, basic, match):
-  with pytest.raises(rafdb.RafDbError, match=match) as info:
+  with pytest.raises(manual.ManualDataError, match=match) as info:
     _build(tmp_path, basic.parent)
   assert not rafdb.Builder(data_dir=str(tmp_path / 'tfds')).is_prepared()
   return str(info.value)
@@ -110,7 +111,7 @@ def _fails(tmp_path, basic, match):
 
 def test_missing_label_file(tmp_path, release):
   (release / rafdb.LABEL_FILE).unlink()
-  msg = _fails(tmp_path, release, 'label file not found')
+  msg = _fails(tmp_path, release, 'list_patition_label.txt not found')
   assert str(release / rafdb.LABEL_FILE) in msg
   assert '--manual_dir' in msg
 
@@ -118,7 +119,7 @@ def test_missing_label_file(tmp_path, release):
 def test_missing_images_are_all_named(tmp_path, release):
   for name in ('train_00003.jpg', 'test_0002.jpg'):
     rafdb.image_path(release, name).unlink()
-  msg = _fails(tmp_path, release, r'2 image\(s\) .* missing')
+  msg = _fails(tmp_path, release, r'2 listed image\(s\) are missing')
   assert 'train_00003_aligned.jpg' in msg
   assert 'test_0002_aligned.jpg' in msg
   assert 'Image/aligned' in msg
@@ -163,7 +164,7 @@ def test_grayscale_image_is_rejected(tmp_path, release):
   path = rafdb.image_path(release, 'test_0003.jpg')
   gray = np.full((100, 100), 128, np.uint8)
   assert cv2.imwrite(str(path), gray)
-  _fails(tmp_path, release, re.escape(f'{path}: not a 3-channel JPEG'))
+  _fails(tmp_path, release, re.escape(f'{path}: not a 3-channel image'))
 
 
 def test_empty_manual_dir_shows_the_instructions(tmp_path):
@@ -176,5 +177,7 @@ def test_empty_manual_dir_shows_the_instructions(tmp_path):
 def test_folder_without_release(tmp_path):
   (tmp_path / 'other' / 'basic').mkdir(parents=True)
   (tmp_path / 'other' / 'notes.txt').write_text('x')
-  with pytest.raises(rafdb.RafDbError, match='label file not found'):
+  with pytest.raises(
+    manual.ManualDataError, match='list_patition_label.txt not found'
+  ):
     _build(tmp_path, tmp_path / 'other')
