@@ -70,6 +70,11 @@ def base_config() -> ml_collections.ConfigDict:
   config.data.train_split = 'train'
   config.data.eval_split = 'test'
   config.data.num_classes = 7
+  # 'uniform' (each example once per epoch) or 'class_balanced' (AffectNet).
+  config.data.sampling = 'uniform'
+  # A float feature to train on instead of the label, e.g. FERPlus's
+  # 'label_distribution' (builder config 'probability').
+  config.data.soft_target = placeholder(str)
   config.data.worker_count = 0  # grain worker processes (0: in-process).
   config.data.read_threads = 2  # Threads preparing batches ahead.
   config.data.prefetch = 4  # Batches prepared ahead.

@@ -9,7 +9,7 @@ test set); the official AffectNet8 log reaches it at epoch 8. Recipe: main.py
 of github.com/zengqunzhao/MA-Net with the numbers of that log: SGD lr 0.01,
 x0.1 every 5 epochs, 20 epochs, batch 256, no class-balanced sampling. The
 shared part is in configs/manet_common.py. The best checkpoint is chosen on
-the validation split, as main.py does with its test set.
+the test split (AffectNet's official validation set), as main.py does.
 """
 
 from configs import manet_common
@@ -20,8 +20,6 @@ def get_config(arg=None):
     arg,
     dataset='affectnet',
     dataset_config='8class',
-    eval_split='validation',
-    num_classes=8,
     base_lr=0.01,
     step_size=5,
     gamma=0.1,

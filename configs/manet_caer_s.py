@@ -17,8 +17,6 @@ def get_config(arg=None):
   return manet_common.manet_config(
     arg,
     dataset='caer_s',
-    eval_split='test',
-    num_classes=7,
     base_lr=0.1,
     step_size=50,
     gamma=0.5,

@@ -20,15 +20,14 @@ steps on synthetic_fer/smoke for the tests.
 import ml_collections
 
 from configs import common
+from ferjax.data import datasets
 
 
 def manet_config(
   arg: str | None,
   *,
   dataset: str,
-  dataset_config: str | None = None,
-  eval_split: str,
-  num_classes: int = 7,
+  dataset_config: str = '',
   base_lr: float,
   step_size: int,
   gamma: float,
@@ -39,10 +38,10 @@ def manet_config(
 
   Args:
     arg: the text after `:` in --config (`smoke` or nothing).
-    dataset: the TFDS builder name (config.data.name).
+    dataset: the TFDS builder name (config.data.name); its classes and the
+      split the paper reports (and selects the best epoch on) come from
+      `ferjax.data.datasets`.
     dataset_config: its builder config, e.g. '7class'.
-    eval_split: the split the paper reports and selects the best epoch on.
-    num_classes: expression classes of the dataset.
     base_lr: SGD learning rate.
     step_size: StepLR period in epochs.
     gamma: StepLR factor.
@@ -53,12 +52,9 @@ def manet_config(
     The unlocked config; run.py locks it.
   """
   arg = common.parse_arg(arg, smoke=False)
-  config = common.base_config()
-  config.data.name = dataset
-  config.data.config = dataset_config
-  config.data.train_split = 'train'
-  config.data.eval_split = eval_split
-  config.data.num_classes = num_classes
+  config = datasets.set_dataset(common.base_config(), dataset, dataset_config)
+  # main.py shuffles uniformly, AffectNet included.
+  config.data.sampling = 'uniform'
 
   # torchvision's RandomResizedCrop defaults, then flip; nothing else.
   config.augment.size = 224

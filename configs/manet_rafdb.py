@@ -17,8 +17,6 @@ def get_config(arg=None):
   return manet_common.manet_config(
     arg,
     dataset='rafdb',
-    eval_split='test',
-    num_classes=7,
     base_lr=0.01,
     step_size=15,
     gamma=0.1,

@@ -18,8 +18,6 @@ def get_config(arg=None):
   return manet_common.manet_config(
     arg,
     dataset='sfew',
-    eval_split='validation',
-    num_classes=7,
     base_lr=0.001,
     step_size=10,
     gamma=0.1,

@@ -2,7 +2,8 @@
 
 Each registered loss has the signature
   loss_fn(outputs, labels, **fields) -> (scalar loss, dict of scalar metrics)
-where `outputs` is the dict a ferjax model returns and `fields` come from
+where `outputs` is the dict a ferjax model returns, `labels` are integer
+labels (B,) or per-class target distributions (B, C), and `fields` come from
 `config.loss` (minus its name). The train step picks one by name.
 """
 
@@ -34,13 +35,17 @@ def get_loss(name: str) -> Callable:
 def softmax_cross_entropy(
   logits: jax.Array, labels: jax.Array, label_smoothing: float = 0.0
 ) -> jax.Array:
-  """Per-example CE with integer labels, smoothed like PyTorch's.
+  """Per-example CE with integer labels or targets, smoothed like PyTorch's.
 
-  PyTorch's `label_smoothing=eps` mixes the one-hot target with the uniform
-  distribution over all classes: (1 - eps) * onehot + eps / num_classes.
+  PyTorch's `label_smoothing=eps` mixes the one-hot (or given) target with
+  the uniform distribution over all classes: (1 - eps) * target + eps / C.
+  `labels` of shape (B, C) are taken as target distributions.
   """
   num_classes = logits.shape[-1]
-  targets = jax.nn.one_hot(labels, num_classes)
+  if labels.ndim == logits.ndim:
+    targets = labels.astype(jnp.float32)
+  else:
+    targets = jax.nn.one_hot(labels, num_classes)
   if label_smoothing:
     targets = optax.smooth_labels(targets, label_smoothing)
   return optax.softmax_cross_entropy(logits.astype(jnp.float32), targets)

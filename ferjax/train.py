@@ -89,7 +89,8 @@ def train_step(state, batch, rng, *, model, tx, loss_fn, schedule):
       mutable=list(state.model_state),
       rngs={'dropout': step_rng},
     )
-    loss, aux = loss_fn(outputs, batch['label'])
+    # A soft target (e.g. FERPlus vote distributions) replaces the label.
+    loss, aux = loss_fn(outputs, batch.get('target', batch['label']))
     return loss, (outputs['logits'], new_model_state, aux)
 
   (loss, (logits, new_model_state, aux)), grads = jax.value_and_grad(

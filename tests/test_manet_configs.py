@@ -6,6 +6,7 @@ import pytest
 
 from ferjax import losses
 from ferjax import models
+from ferjax.data import datasets
 
 # config module -> (data.name, data.config, eval split, classes, lr,
 # StepLR period, StepLR factor, epochs, batch), from MA-Net's official logs.
@@ -14,7 +15,7 @@ RECIPES = {
   'manet_affectnet7': (
     'affectnet',
     '7class',
-    'validation',
+    'test',
     7,
     0.01,
     5,
@@ -25,7 +26,7 @@ RECIPES = {
   'manet_affectnet8': (
     'affectnet',
     '8class',
-    'validation',
+    'test',
     8,
     0.01,
     5,
@@ -78,6 +79,8 @@ def test_full_config_is_the_official_recipe(name):
   assert config.data.train_split == 'train'
   assert config.data.eval_split == split
   assert config.data.num_classes == classes
+  assert config.data.sampling == 'uniform'  # main.py samples uniformly.
+  datasets.check_data_config(config.data)
   assert config.schedule.base_lr == lr
   assert config.schedule.step_size == period
   assert config.schedule.gamma == gamma

@@ -1,0 +1,166 @@
+"""What ferjax knows about each dataset: configs, splits, classes, defaults.
+
+One `DatasetSpec` per folder of `tfds_builders/`. Config files call
+`configs.common.set_dataset`, which copies a spec's defaults into
+`config.data` and `config.augment`, so a run's config.json shows every value
+used; `check_data_config` rejects a config that disagrees with its dataset
+before anything is built or trained.
+
+The default input sizes are the common practice of the papers ferjax
+reproduces (the native image size is only a starting point): 224 px for the
+in-the-wild sets (MA-Net, DAN, POSTER, MFER), 112 px for FERPlus's 48 px
+faces (DDAMFN). Grayscale images (FERPlus) are repeated to three channels by
+the pipeline, so every model sees RGB.
+"""
+
+import dataclasses
+from collections.abc import Mapping
+
+import ml_collections
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+  """Facts and defaults of one dataset.
+
+  Attributes:
+    configs: builder config name -> number of classes; `None` names a
+      builder without configs.
+    splits: every split the builder writes.
+    train_split: the split models train on.
+    eval_split: the split papers report on (and select the best epoch on).
+    input_size: default model input size, in pixels.
+    channels: channels of the stored images (1: grayscale, repeated to RGB).
+    soft_target: a float feature of per-class probabilities that a config
+      may train on instead of the integer label, by builder config.
+    sampling: the default of `config.data.sampling` (see `SAMPLINGS`).
+  """
+
+  configs: Mapping[str | None, int]
+  splits: tuple[str, ...]
+  train_split: str = 'train'
+  eval_split: str = 'test'
+  input_size: int = 224
+  channels: int = 3
+  soft_target: Mapping[str, str] = dataclasses.field(default_factory=dict)
+  sampling: str = 'uniform'
+
+  @property
+  def default_config(self) -> str | None:
+    return next(iter(self.configs))
+
+
+SPECS: dict[str, DatasetSpec] = {
+  # Procedural faces; needs no download (tfds_builders/synthetic_fer).
+  'synthetic_fer': DatasetSpec(
+    configs={'112': 7, '64': 7, 'smoke': 7},
+    splits=('train', 'test'),
+    input_size=112,
+  ),
+  'rafdb': DatasetSpec(configs={None: 7}, splits=('train', 'test')),
+  # `test` is AffectNet's official validation set, which papers report on.
+  # Its training set is heavily skewed (happiness ~47 %, contempt ~1 %), so
+  # most recipes (DAN, POSTER++, DDAMFN) sample it class-balanced.
+  'affectnet': DatasetSpec(
+    configs={'7class': 7, '8class': 8},
+    splits=('train', 'test'),
+    sampling='class_balanced',
+  ),
+  # FERPlus: PublicTest is `validation`, PrivateTest `test` (the reported
+  # one). The probability config adds the vote distribution as a target.
+  'ferplus': DatasetSpec(
+    configs={'majority': 8, 'probability': 8},
+    splits=('train', 'validation', 'test'),
+    input_size=112,
+    channels=1,
+    soft_target={'probability': 'label_distribution'},
+  ),
+  # SFEW 2.0's Test labels are not public: papers report on Val.
+  'sfew': DatasetSpec(
+    configs={None: 7}, splits=('train', 'validation'), eval_split='validation'
+  ),
+  'caer_s': DatasetSpec(configs={None: 7}, splits=('train', 'test')),
+}
+
+
+def spec(name: str) -> DatasetSpec:
+  """The spec of dataset `name` (a folder of `tfds_builders/`)."""
+  if name not in SPECS:
+    raise ValueError(
+      f'Unknown dataset {name!r}; ferjax knows {", ".join(sorted(SPECS))}.'
+    )
+  return SPECS[name]
+
+
+def _fail(dataset: str, field: str, value, allowed) -> None:
+  raise ValueError(
+    f'config.data.{field}={value!r} does not fit dataset {dataset!r}; '
+    f'valid: {allowed}.'
+  )
+
+
+def check_data_config(data: ml_collections.ConfigDict) -> None:
+  """Checks `config.data` against its dataset's spec.
+
+  Datasets without a spec (a user's own builder) are not checked.
+
+  Raises:
+    ValueError: naming the field, its value and the valid values.
+  """
+  if data.name not in SPECS:
+    return
+  s = SPECS[data.name]
+  # No config means the builder's default one, as TFDS reads it.
+  builder_config = data.get('config') or s.default_config
+  if builder_config not in s.configs:
+    _fail(data.name, 'config', builder_config, list(s.configs))
+  for field in ('train_split', 'eval_split'):
+    if data.get(field) not in s.splits:
+      _fail(data.name, field, data.get(field), list(s.splits))
+  if data.num_classes != s.configs[builder_config]:
+    _fail(
+      data.name, 'num_classes', data.num_classes, [s.configs[builder_config]]
+    )
+  target = data.get('soft_target')
+  if target and target != s.soft_target.get(builder_config):
+    _fail(data.name, 'soft_target', target, [None, *s.soft_target.values()])
+  if data.get('sampling', 'uniform') not in SAMPLINGS:
+    _fail(data.name, 'sampling', data.get('sampling'), list(SAMPLINGS))
+
+
+# How training draws examples: each epoch once in a shuffled order, or
+# class-balanced (DAN's and POSTER++'s ImbalancedDatasetSampler for
+# AffectNet): every draw picks a class uniformly, then one of its examples
+# uniformly, with replacement; an epoch keeps the split's length.
+SAMPLINGS = ('uniform', 'class_balanced')
+
+
+def set_dataset(
+  config: ml_collections.ConfigDict, name: str, builder_config: str = ''
+) -> ml_collections.ConfigDict:
+  """Points `config` at a dataset with its defaults.
+
+  Sets `config.data.{name, config, num_classes, train_split, eval_split,
+  sampling}` and `config.augment.size`; the caller overrides any of them
+  afterwards.
+
+  Args:
+    config: a config made by `configs.common.base_config()`.
+    name: a dataset with a spec.
+    builder_config: its builder config; '' takes the default one.
+
+  Returns:
+    `config`, changed in place.
+  """
+  s = spec(name)
+  builder_config = builder_config or s.default_config
+  if builder_config not in s.configs:
+    _fail(name, 'config', builder_config, list(s.configs))
+  config.data.name = name
+  config.data.config = builder_config
+  config.data.num_classes = s.configs[builder_config]
+  config.data.train_split = s.train_split
+  config.data.eval_split = s.eval_split
+  config.data.sampling = s.sampling
+  config.augment.size = s.input_size
+  return config
