@@ -129,3 +129,27 @@ def base_config() -> ml_collections.ConfigDict:
   # PyTorch key prefixes init_from leaves out, e.g. ('fc.',) for a new head.
   config.init_from_skip = ()
   return config
+
+
+def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Turns a paper config into its `:smoke` variant for the CPU tests.
+
+  Three steps on synthetic_fer/smoke at 32 px with small batches; the model
+  keeps its architecture (configs shrink it themselves where needed).
+  """
+  config.data.name = 'synthetic_fer'
+  config.data.config = 'smoke'
+  config.data.auto_build = True
+  config.data.eval_split = 'test'
+  config.data.num_classes = 7
+  config.data.sampling = 'uniform'
+  config.data.soft_target = None
+  config.augment.size = 32
+  config.batch_size = 16
+  config.eval_batch_size = 32  # The 140 test examples need a padded batch.
+  config.total_steps = 3
+  config.log_every_steps = 1
+  config.eval_every_epochs = 1.0  # 28 steps/epoch: only the final eval.
+  config.checkpoint.every_steps = 3
+  config.init_from = ''
+  return config

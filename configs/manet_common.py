@@ -105,17 +105,6 @@ def manet_config(
   config.init_from = ''
 
   if arg.smoke:
-    config.data.name = 'synthetic_fer'
-    config.data.config = 'smoke'
-    config.data.auto_build = True
-    config.data.eval_split = 'test'
-    config.data.num_classes = 7
     # 32 px: layer2 gives 4x4, which the local branch cuts into 2x2 patches.
-    config.augment.size = 32
-    config.batch_size = 16
-    config.eval_batch_size = 32  # The 140 test examples need a padded batch.
-    config.total_steps = 3
-    config.log_every_steps = 1
-    config.eval_every_epochs = 1.0  # 28 steps/epoch: only the final eval.
-    config.checkpoint.every_steps = 3
+    common.smoke(config)
   return config

@@ -24,6 +24,7 @@ from orbax.checkpoint import checkpoint_managers as policies
 
 from ferjax import weights
 from ferjax.weights import saved
+from ferjax.weights import sources
 from ferjax.weights import torch_convert
 
 
@@ -213,6 +214,8 @@ def load_pretrained(
     differ (e.g. a head of another size) keep their fresh init.
   """
   path = os.path.expanduser(path)
+  if not os.path.exists(path):
+    raise FileNotFoundError(sources.missing_file_message(path))
   if path.endswith(('.pth', '.pth.tar', '.pt')):
     loaded = weights.from_torch(model_name, path, ignore=skip, **model_fields)
   elif saved.is_weights_dir(path):

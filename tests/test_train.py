@@ -88,6 +88,27 @@ def test_init_from_a_workdir_copies_params(trained, tmp_path):
   run.checkpointer.close()
 
 
+@pytest.mark.parametrize(
+  ('name', 'match'),
+  [
+    (
+      'convnext_base_22k_224.pth',
+      'download it from https://dl.fbaipublicfiles',
+    ),
+    ('mine.pth', 'Set --config.init_from to an existing file'),
+  ],
+)
+def test_missing_init_from_says_where_to_get_it(
+  smoke_config, tmp_path, name, match
+):
+  smoke_config.init_from = str(tmp_path / name)
+  with pytest.raises(FileNotFoundError, match=match) as err:
+    train.train_and_evaluate(smoke_config, str(tmp_path / 'run'))
+  assert f'config.init_from={str(tmp_path / name)!r} does not exist' in str(
+    err.value
+  )
+
+
 def test_missing_dataset_names_the_build_command(smoke_config, tmp_path):
   config = smoke_config
   config.data.data_dir = str(tmp_path / 'empty')
