@@ -104,3 +104,15 @@ def test_unknown_config(tmp_path, capsys):
   assert build.main(args) == 2
   assert 'smoke' in capsys.readouterr().err
   assert not (tmp_path / 'synthetic_fer' / 'huge').exists()
+
+
+def test_bad_release_gets_a_short_error(tmp_path, capsys):
+  release = tmp_path / 'raf' / 'basic'
+  (release / 'EmoLabel').mkdir(parents=True)
+  (release / 'EmoLabel' / 'list_patition_label.txt').write_text('x.jpg 9\n')
+  args = ['rafdb', '--manual_dir', str(tmp_path / 'raf')]
+  assert build.main([*args, '--data_dir', str(tmp_path / 'tfds')]) == 1
+  err = capsys.readouterr().err
+  assert err.startswith('error: ') and 'list_patition_label.txt:1' in err
+  assert 'Traceback' not in err
+  assert not build.is_built('rafdb', data_dir=tmp_path / 'tfds')

@@ -25,6 +25,7 @@ import time
 import tensorflow_datasets as tfds
 
 import tfds_builders
+from ferjax.data import manual
 
 PathLike = str | os.PathLike
 
@@ -163,7 +164,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f'error: {e}', file=sys.stderr)
     return 2
   start = time.perf_counter()
-  b = build(args.name, args.config, args.data_dir, args.manual_dir)
+  try:
+    b = build(args.name, args.config, args.data_dir, args.manual_dir)
+  except manual.ManualDataError as e:  # Names the file and the fix.
+    print(f'error: {e}', file=sys.stderr)
+    return 1
   seconds = time.perf_counter() - start
   config = f'/{b.builder_config.name}' if b.builder_config else ''
   print(f'{args.name}{config} {b.version} is in {b.data_dir} ({seconds:.1f} s)')
