@@ -1,0 +1,1 @@
+"""affectnet: AffectNet, manually annotated images, 7 or 8 expressions."""

@@ -1,0 +1,601 @@
+"""affectnet: AffectNet's manually annotated images, 7 or 8 expressions.
+
+Reads either release of AffectNet from `--manual_dir`:
+
+* Original: `Manually_Annotated_file_lists/{training,validation}.csv` (path,
+  face box, 68 landmarks, expression, valence, arousal per row; with or
+  without a header line) and the full images under
+  `Manually_Annotated_Images/` (or `Manually_Annotated/Manually_Annotated_
+  Images/`). Each image is cropped to its face box grown by
+  `AffectNetConfig.margin` on every side and clipped to the image, shrunk so
+  its longer side is at most `max_size` (never enlarged), and re-encoded.
+* Newer: `train_set/` and `val_set/`, each with `images/<id>.jpg` (224x224
+  face crops) and `annotations/<id>_{exp,val,aro,lnd}.npy`. These JPEGs are
+  stored as shipped unless they exceed `max_size` or are not 3-channel JPEGs;
+  then they are shrunk and re-encoded likewise.
+
+If both are present the original release is used: it has the face boxes, so
+the crop's margin and size are set here rather than fixed by the release.
+
+Splits: `train` is the training list, `test` the official validation set,
+which papers report as AffectNet's test set (the test set was never
+released). Expression ids 0..7 map into ferjax's canonical order; 8 none,
+9 uncertain, 10 non-face, and 7 contempt in `7class`, are dropped and
+counted in `info.metadata['dropped']`. The validation image known to ship
+broken is skipped (if it is) and listed in `info.metadata['skipped']`.
+
+Re-encoding uses JPEG at quality 95 (`jpeg_quality`), not PNG: the sources
+are JPEGs already, and PNG would store their artefacts losslessly at 3-4
+times the size (on photos, ~130 KB against ~35 KB for a 256 px crop: some
+35 GB against 10 GB for ~290k images), while one more pass at quality 95
+changes pixels by a few grey levels on average, well below the sources' own
+compression noise and training augmentation.
+"""
+
+import csv
+import dataclasses
+import logging
+import math
+import os
+import pathlib
+
+import cv2
+import numpy as np
+import tensorflow_datasets as tfds
+
+from ferjax.data import manual
+from ferjax.labels import EXPRESSIONS
+from ferjax.labels import class_names
+
+SPLITS = ('train', 'test')
+# Original release: label lists and image folder.
+CSV_DIR = pathlib.PurePosixPath('Manually_Annotated_file_lists')
+CSV_FILES = {'train': 'training.csv', 'test': 'validation.csv'}
+IMAGE_DIR = 'Manually_Annotated_Images'
+IMAGE_PARENTS = ('Manually_Annotated',)  # where IMAGE_DIR may sit instead
+COLUMNS = (
+  'subDirectory_filePath',
+  'face_x',
+  'face_y',
+  'face_width',
+  'face_height',
+  'facial_landmarks',
+  'expression',
+  'valence',
+  'arousal',
+)
+# Newer release: one folder per split.
+NPY_DIRS = {'train': 'train_set', 'test': 'val_set'}
+NPY_KINDS = ('exp', 'val', 'aro', 'lnd')  # annotations/<id>_<kind>.npy
+# Folder names a release may be unpacked under, inside --manual_dir.
+RELEASE_DIRS = ('AffectNet', 'affectnet')
+NUM_LANDMARKS = 68
+# Listed in the original validation set, but shipped unreadable.
+KNOWN_BROKEN = frozenset(
+  {'103/29a31ebf1567693f4644c8ba3476ca9a72ee07fe67a5860d98707a0a.jpg'}
+)
+
+# AffectNet expression id -> its name, as in the release.
+AFFECTNET_NAMES = {
+  0: 'neutral',
+  1: 'happiness',
+  2: 'sadness',
+  3: 'surprise',
+  4: 'fear',
+  5: 'disgust',
+  6: 'anger',
+  7: 'contempt',
+  8: 'none',
+  9: 'uncertain',
+  10: 'non-face',
+}
+# AffectNet id -> index into `ferjax.labels.EXPRESSIONS`; 8..10 have none.
+AFFECTNET_TO_CANONICAL = {
+  k: EXPRESSIONS.index(v) for k, v in AFFECTNET_NAMES.items() if k <= 7
+}
+
+_MANUAL_HELP = (
+  'Point --manual_dir at the folder holding `Manually_Annotated_file_lists/` '
+  'and `Manually_Annotated_Images/` (original release) or `train_set/` and '
+  '`val_set/` (newer release); see the manual download instructions in '
+  'tfds_builders/affectnet/README.md.'
+)
+
+
+@dataclasses.dataclass(kw_only=True)
+class AffectNetConfig(tfds.core.BuilderConfig):
+  """Classes kept and how images are stored.
+
+  Attributes:
+    num_classes: 7 (ids 0..6) or 8 (adds 7 contempt).
+    margin: the original release's face box grows by this fraction of its
+      width on the left and right, and of its height at the top and bottom,
+      before cropping. 0.1 keeps the chin, forehead and ears that the tight
+      detector boxes often cut, and leaves room for random crops and
+      rotations; `face_box` still gives the box in the stored image.
+    max_size: stored images are shrunk so their longer side is at most this
+      (never enlarged); 256 leaves room for the usual 224 px random crops.
+    jpeg_quality: quality of re-encoded JPEGs.
+  """
+
+  num_classes: int = 7
+  margin: float = 0.1
+  max_size: int = 256
+  jpeg_quality: int = 95
+
+
+@dataclasses.dataclass(frozen=True)
+class Row:
+  """One listed image of either release.
+
+  `key` is unique within its split; `where` says where the image is listed
+  (`file:line`, or its `_exp.npy` file). `box` is None for the newer
+  release, whose images are face crops already.
+  """
+
+  split: str
+  key: str
+  id: str
+  where: str
+  path: pathlib.Path
+  original_label: int
+  landmarks: np.ndarray
+  valence: float
+  arousal: float
+  box: tuple[float, float, float, float] | None = None
+
+
+def _error(where: manual.PathLike, problem: str) -> manual.ManualDataError:
+  return manual.ManualDataError(
+    f'{where}: {problem}. Restore the file from the download.'
+  )
+
+
+def find_release(manual_dir: os.PathLike | str) -> tuple[str, pathlib.Path]:
+  """Returns ('original' or 'npy', the release folder) inside `manual_dir`.
+
+  Raises:
+    manual.ManualDataError: naming every path tried, for both releases.
+  """
+  errors = []
+  for kind, marker in (('original', CSV_DIR), ('npy', NPY_DIRS['train'])):
+    try:
+      return kind, manual.find_release_dir(manual_dir, marker, RELEASE_DIRS, '')
+    except manual.ManualDataError as e:
+      errors.append(str(e).strip())
+  raise manual.ManualDataError(
+    f'No AffectNet release in {manual_dir}: {" ".join(errors)} {_MANUAL_HELP}'
+  )
+
+
+def find_image_dir(release_dir: pathlib.Path) -> pathlib.Path:
+  """`Manually_Annotated_Images/` of the original release."""
+  parent = manual.find_release_dir(
+    release_dir, IMAGE_DIR, IMAGE_PARENTS, _MANUAL_HELP
+  )
+  return parent / IMAGE_DIR
+
+
+def _require(path: pathlib.Path) -> pathlib.Path:
+  if not path.exists():
+    raise manual.ManualDataError(f'{path} not found. {_MANUAL_HELP}')
+  return path
+
+
+def _float(text) -> float:
+  try:
+    return float(text)
+  except ValueError:
+    return math.nan
+
+
+def _number(text: str, what: str, where: manual.PathLike) -> float:
+  value = _float(text)
+  if not math.isfinite(value):
+    raise _error(where, f'{what} {text!r} is not a number')
+  return value
+
+
+def _label(value, where: manual.PathLike) -> int:
+  """Checks an expression id is an integer in 0..10."""
+  label = _float(value)
+  if not (label.is_integer() and int(label) in AFFECTNET_NAMES):
+    raise _error(where, f'unknown expression {value!r}; ids are 0..10')
+  return int(label)
+
+
+def _landmarks(values: list[float], where: manual.PathLike) -> np.ndarray:
+  if len(values) != 2 * NUM_LANDMARKS:
+    raise _error(
+      where, f'{len(values)} landmark values, expected 136 (68 x, y pairs)'
+    )
+  return np.asarray(values, np.float32).reshape(NUM_LANDMARKS, 2)
+
+
+def parse_csv_line(fields: list[str], where: str) -> dict:
+  """Checks one data line of a CSV and returns its values."""
+  if len(fields) != len(COLUMNS):
+    raise _error(
+      where, f'{len(fields)} columns, expected {len(COLUMNS)}: {COLUMNS}'
+    )
+  row = dict(zip(COLUMNS, fields, strict=True))
+  box = tuple(_number(row[c], c, where) for c in COLUMNS[1:5])
+  if box[2] <= 0 or box[3] <= 0:
+    raise _error(where, f'face box {box} has no area')
+  points = [p for p in row['facial_landmarks'].split(';') if p.strip()]
+  return {
+    'id': row['subDirectory_filePath'].strip(),
+    'box': box,
+    'landmarks': _landmarks(
+      [_number(p, 'landmark', where) for p in points], where
+    ),
+    'original_label': _label(row['expression'], where),
+    'valence': _number(row['valence'], 'valence', where),
+    'arousal': _number(row['arousal'], 'arousal', where),
+  }
+
+
+def read_csv(path: pathlib.Path) -> list[tuple[int, dict]]:
+  """Parses a label list, with or without its header line (and BOM).
+
+  Returns:
+    (line number, `parse_csv_line` values) per data line, in file order.
+
+  Raises:
+    manual.ManualDataError: naming the file and line of the first bad line.
+  """
+  rows = []
+  header = [c.lower() for c in COLUMNS]
+  with open(path, newline='', encoding='utf-8-sig') as f:  # BOM or not
+    for lineno, fields in enumerate(csv.reader(f), start=1):
+      where = manual.where(path, lineno)
+      if not ''.join(fields).strip():
+        continue
+      if not rows and fields[0].strip().lower() == header[0]:
+        if [c.strip().lower() for c in fields] != header:
+          raise _error(where, f'unexpected header; expected {COLUMNS}')
+        continue
+      rows.append((lineno, parse_csv_line(fields, where)))
+  if not rows:
+    raise manual.ManualDataError(f'{path} lists no images. {_MANUAL_HELP}')
+  return rows
+
+
+def load_npy(path: pathlib.Path) -> list[float]:
+  """The numbers in one annotation file: numbers or numeric strings."""
+  try:
+    array = np.load(path, allow_pickle=False)
+  except (OSError, ValueError) as e:
+    raise _error(path, f'not a readable .npy file ({e})') from None
+  if array.dtype.kind in 'US':
+    text = ' '.join(str(s) for s in array.ravel()).replace(';', ' ')
+    return [_number(t, 'value', path) for t in text.split()]
+  if array.dtype.kind not in 'iuf':
+    raise _error(path, f'holds {array.dtype} data, expected numbers')
+  return array.astype(np.float64).ravel().tolist()
+
+
+def _scalar(path: pathlib.Path) -> float:
+  values = load_npy(path)
+  if len(values) != 1:
+    raise _error(path, f'holds {len(values)} values, expected one')
+  return values[0]
+
+
+def npy_path(split_dir: pathlib.Path, image_id: str, kind: str) -> pathlib.Path:
+  """Annotation file `<id>_<kind>.npy` of the newer release."""
+  return split_dir / 'annotations' / f'{image_id}_{kind}.npy'
+
+
+def list_npy(split_dir: pathlib.Path) -> list[str]:
+  """Ids of every `annotations/<id>_exp.npy` of one split, by number."""
+  ann_dir = _require(split_dir / 'annotations')
+  _require(split_dir / 'images')
+  ids = sorted(
+    (p.name.removesuffix('_exp.npy') for p in ann_dir.glob('*_exp.npy')),
+    key=lambda i: (0, int(i), '') if i.isdigit() else (1, 0, i),
+  )
+  if not ids:
+    raise manual.ManualDataError(f'{ann_dir} holds no *_exp.npy files.')
+  return ids
+
+
+def crop_window(box, margin: float, width: int, height: int):
+  """Pixel window (x0, y0, x1, y1) of `box` grown by `margin`, clipped.
+
+  Bounds round outwards, after rounding off float error (so a margin of 0.1
+  grows a 100 px box by exactly 10 px).
+
+  Returns:
+    The window, or None if no part of it lies inside the image.
+  """
+  x, y, w, h = box
+  x0 = max(0, math.floor(round(x - margin * w, 6)))
+  y0 = max(0, math.floor(round(y - margin * h, 6)))
+  x1 = min(width, math.ceil(round(x + w + margin * w, 6)))
+  y1 = min(height, math.ceil(round(y + h + margin * h, 6)))
+  return (x0, y0, x1, y1) if x1 > x0 and y1 > y0 else None
+
+
+def fit_size(width: int, height: int, max_size: int) -> tuple[int, int]:
+  """(width, height) shrunk so the longer side is at most `max_size`."""
+  scale = min(1.0, max_size / max(width, height))
+  return max(1, round(width * scale)), max(1, round(height * scale))
+
+
+def to_bgr(img: np.ndarray) -> np.ndarray:
+  """A decoded image (gray, BGR or BGRA; 8 or 16 bit) as uint8 BGR."""
+  if img.dtype == np.uint16:
+    img = (img >> 8).astype(np.uint8)
+  if img.ndim == 2:
+    return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+  return cv2.cvtColor(img, cv2.COLOR_BGRA2BGR) if img.shape[2] == 4 else img
+
+
+def read_image(row: Row) -> tuple[bytes, np.ndarray]:
+  """The image file's bytes and its decoded pixels (cv2 order)."""
+  data = row.path.read_bytes()
+  where = f'{row.path} (listed at {row.where})'
+  if not data:  # cv2 raises its own error on empty input.
+    raise manual.ManualDataError(
+      f'{where}: empty file. Replace it with the file from the release.'
+    )
+  return data, manual.decode_image(data, where, channels=(1, 3, 4))
+
+
+def is_known_broken(row: Row) -> str | None:
+  """Why a known-broken image is skipped; None if it is readable after all."""
+  if row.id not in KNOWN_BROKEN:
+    return None
+  if not row.path.is_file():
+    return 'missing'
+  try:
+    read_image(row)
+  except manual.ManualDataError:
+    return 'undecodable'
+  return None
+
+
+def store_image(
+  data: bytes, img: np.ndarray, window, cfg: AffectNetConfig
+) -> tuple[bytes, tuple[int, int]]:
+  """Crops `img` to `window`, bounds its size and encodes it.
+
+  Args:
+    data: the file, stored as it is if `window` is the whole image, no
+      shrinking is needed and it is a 3-channel JPEG.
+    img: the decoded file.
+    window: (x0, y0, x1, y1) to keep.
+    cfg: gives `max_size` and `jpeg_quality`.
+
+  Returns:
+    The bytes to store and their (width, height).
+  """
+  x0, y0, x1, y1 = window
+  size = fit_size(x1 - x0, y1 - y0, cfg.max_size)
+  is_jpeg = data[:2] == b'\xff\xd8' and img.ndim == 3 and img.shape[2] == 3
+  if is_jpeg and size == (img.shape[1], img.shape[0]):
+    return data, size
+  crop = to_bgr(img)[y0:y1, x0:x1]
+  if size != (x1 - x0, y1 - y0):
+    crop = cv2.resize(crop, size, interpolation=cv2.INTER_AREA)
+  params = [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality]
+  ok, encoded = cv2.imencode('.jpg', crop, params)
+  if not ok:
+    raise RuntimeError(f'JPEG encoding failed for {window} of an image.')
+  return encoded.tobytes(), size
+
+
+def make_example(row: Row, cfg: AffectNetConfig) -> dict:
+  """Reads, crops and stores one image with its annotations.
+
+  Landmarks and face box move into the stored image's pixel frame (origin at
+  its top-left corner): minus the crop window's corner, times each axis's
+  shrink factor.
+
+  Raises:
+    manual.ManualDataError: naming the file and where it is listed, if the
+      image does not decode or the box lies outside it.
+  """
+  data, img = read_image(row)
+  height, width = img.shape[:2]
+  window = (0, 0, width, height)
+  if row.box is not None:
+    window = crop_window(row.box, cfg.margin, width, height)
+    if window is None:
+      raise _error(
+        row.where,
+        f'face box {row.box} lies outside {row.path} ({width}x{height})',
+      )
+  data, (out_w, out_h) = store_image(data, img, window, cfg)
+  x0, y0, x1, y1 = window
+  scale = np.array([out_w / (x1 - x0), out_h / (y1 - y0)], np.float32)
+  corner = np.array([x0, y0], np.float32)
+  box = np.array(row.box or (0, 0, width, height), np.float32).reshape(2, 2)
+  return {
+    'image': data,
+    'label': AFFECTNET_TO_CANONICAL[row.original_label],
+    'original_label': row.original_label,
+    'valence': np.float32(row.valence),
+    'arousal': np.float32(row.arousal),
+    'landmarks': ((row.landmarks - corner) * scale).astype(np.float32),
+    'face_box': np.concatenate([(box[0] - corner) * scale, box[1] * scale]),
+    'id': row.id,
+  }
+
+
+def original_rows(release_dir: pathlib.Path) -> list[Row]:
+  """Every line of both CSVs of the original release."""
+  image_dir = find_image_dir(release_dir)
+  rows = []
+  for split in SPLITS:
+    path = _require(release_dir / CSV_DIR / CSV_FILES[split])
+    for lineno, values in read_csv(path):
+      rel = values.pop('id')
+      where = manual.where(path, lineno)
+      image = image_dir / rel
+      rows.append(Row(split, str(lineno), rel, where, image, **values))
+  return rows
+
+
+def npy_rows(release_dir: pathlib.Path) -> list[Row]:
+  """Every annotated image of the newer release.
+
+  Raises:
+    manual.ManualDataError: listing every missing annotation file, or naming
+      the first unreadable or out-of-range one.
+  """
+  dirs = {s: _require(release_dir / NPY_DIRS[s]) for s in SPLITS}
+  ids = {s: list_npy(d) for s, d in dirs.items()}
+  missing = [
+    str(path)
+    for s in SPLITS
+    for i in ids[s]
+    for kind in NPY_KINDS[1:]
+    if not (path := npy_path(dirs[s], i, kind)).is_file()
+  ]
+  if missing:
+    shown = '\n  '.join(missing[:10])
+    raise manual.ManualDataError(
+      f'{len(missing)} annotation file(s) are missing:\n  {shown}\n'
+      f'Unpack the complete `annotations/` folders into {release_dir}.'
+    )
+  return [npy_row(s, dirs[s], i) for s in SPLITS for i in ids[s]]
+
+
+def npy_row(split: str, split_dir: pathlib.Path, image_id: str) -> Row:
+  """Reads the annotation files of one image of the newer release."""
+  exp, val, aro, lnd = (npy_path(split_dir, image_id, k) for k in NPY_KINDS)
+  return Row(
+    split=split,
+    key=image_id,
+    id=image_id,
+    where=str(exp),
+    path=split_dir / 'images' / f'{image_id}.jpg',
+    original_label=_label(_scalar(exp), exp),
+    landmarks=_landmarks(load_npy(lnd), lnd),
+    valence=_scalar(val),
+    arousal=_scalar(aro),
+  )
+
+
+def select(rows: list[Row], num_classes: int):
+  """Rows whose label is one of the first `num_classes` canonical classes.
+
+  Returns:
+    The kept rows, and {split: {expression name: count}} of the dropped ones.
+  """
+  kept = []
+  dropped = {split: {} for split in SPLITS}
+  for row in rows:
+    if AFFECTNET_TO_CANONICAL.get(row.original_label, 99) < num_classes:
+      kept.append(row)
+    else:
+      counts = dropped[row.split]
+      name = AFFECTNET_NAMES[row.original_label]
+      counts[name] = counts.get(name, 0) + 1
+  return kept, dropped
+
+
+class Builder(tfds.core.GeneratorBasedBuilder):
+  """DatasetBuilder for affectnet (the manually annotated images)."""
+
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  # The first config is the default.
+  BUILDER_CONFIGS = [
+    AffectNetConfig(name='7class', description='Neutral ... anger, ids 0..6.'),
+    AffectNetConfig(
+      name='8class', description='Adds contempt, ids 0..7.', num_classes=8
+    ),
+  ]
+  MANUAL_DOWNLOAD_INSTRUCTIONS = """
+  AffectNet is distributed by its authors for academic, non-commercial
+  research only. Request it on the official site,
+  http://mohammadmahoor.com/affectnet/ : fill in the AffectNet request form
+  and accept its academic license agreement; the authors reply with the
+  download links.
+
+  Unpack either release. The original one must give
+
+    Manually_Annotated_file_lists/training.csv
+    Manually_Annotated_file_lists/validation.csv
+    Manually_Annotated_Images/<subdir>/<name>.jpg ...
+      (or Manually_Annotated/Manually_Annotated_Images/...)
+
+  and the newer one
+
+    train_set/images/<id>.jpg, train_set/annotations/<id>_exp.npy ...
+    val_set/images/<id>.jpg, val_set/annotations/<id>_exp.npy ...
+
+  Pass `--manual_dir` pointing at the folder holding these (or at its
+  parent, if that folder is named `AffectNet`), e.g.
+  `python -m ferjax.data.build affectnet --config 8class
+  --manual_dir ~/data/AffectNet`.
+  """
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    """Returns the dataset metadata."""
+    geometry = 'in pixels of the stored image, origin at its top-left corner'
+    va = 'In [-1, 1]; -2 means not annotated.'
+    return self.dataset_info_from_configs(
+      features=tfds.features.FeaturesDict(
+        {
+          'image': tfds.features.Image(
+            shape=(None, None, 3), encoding_format='jpeg'
+          ),
+          'label': tfds.features.ClassLabel(
+            names=class_names(self.builder_config.num_classes)
+          ),
+          'original_label': tfds.features.Scalar(
+            dtype=np.int64,
+            doc='AffectNet expression id: 0 neutral, 1 happy, 2 sad, '
+            '3 surprise, 4 fear, 5 disgust, 6 anger, 7 contempt.',
+          ),
+          'valence': tfds.features.Scalar(dtype=np.float32, doc=va),
+          'arousal': tfds.features.Scalar(dtype=np.float32, doc=va),
+          'landmarks': tfds.features.Tensor(
+            shape=(NUM_LANDMARKS, 2),
+            dtype=np.float32,
+            doc=f'68 (x, y) points, {geometry}.',
+          ),
+          'face_box': tfds.features.Tensor(
+            shape=(4,), dtype=np.float32, doc=f'(x, y, w, h), {geometry}.'
+          ),
+          'id': tfds.features.Text(doc='CSV image path, or newer-release id.'),
+        }
+      ),
+      supervised_keys=('image', 'label'),
+      homepage='http://mohammadmahoor.com/affectnet/',
+      metadata=tfds.core.MetadataDict(),
+    )
+
+  def _split_generators(self, dl_manager: tfds.download.DownloadManager):
+    """Checks the whole release, then returns the train and test generators."""
+    kind, release_dir = find_release(dl_manager.manual_dir)
+    logging.info('affectnet: reading the %s release in %s', kind, release_dir)
+    read = original_rows if kind == 'original' else npy_rows
+    kept, dropped = select(read(release_dir), self.builder_config.num_classes)
+    logging.info('affectnet: dropped (not in this config) %s', dropped)
+    report = manual.SkipReport()
+    for row in kept:
+      if reason := is_known_broken(row):
+        report.add(row.split, row.id, f'known broken file, {reason}')
+    skipped = {(s['split'], s['file']) for s in report.skipped}
+    kept = [r for r in kept if (r.split, r.id) not in skipped]
+    # Check every image up front so a bad release fails before writing.
+    manual.check_files_exist(
+      ((r.path, r.where) for r in kept),
+      f'Unpack the complete release into {release_dir}.',
+    )
+    self.info.metadata.update(release=kind, dropped=dropped)
+    report.save(self.info)
+    return {
+      split: self._generate_examples([r for r in kept if r.split == split])
+      for split in SPLITS
+    }
+
+  def _generate_examples(self, rows: list[Row]):
+    """Yields (key, example) for the rows of one split."""
+    for row in rows:
+      yield row.key, make_example(row, self.builder_config)
