@@ -196,6 +196,7 @@ def load_pretrained(
   model_name: str,
   model_fields: dict,
   skip: tuple[str, ...] = (),
+  seed: int = 0,
 ):
   """`state` with params and model state loaded from `path`.
 
@@ -208,6 +209,8 @@ def load_pretrained(
     model_fields: the model's fields, for the PyTorch converter.
     skip: PyTorch key prefixes not loaded (e.g. 'fc.' for a new head); those
       modules keep their fresh init, whatever the source.
+    seed: seeds what a PyTorch converter initialises afresh (modules the
+      checkpoint lacks), so they vary with the run's seed.
 
   Returns:
     The state with every matching leaf replaced; leaves whose path or shape
@@ -217,7 +220,9 @@ def load_pretrained(
   if not os.path.exists(path):
     raise FileNotFoundError(sources.missing_file_message(path))
   if path.endswith(('.pth', '.pth.tar', '.pt')):
-    loaded = weights.from_torch(model_name, path, ignore=skip, **model_fields)
+    loaded = weights.from_torch(
+      model_name, path, ignore=skip, rng=seed, **model_fields
+    )
   elif saved.is_weights_dir(path):
     loaded, meta = saved.load(path)
     logging.info(

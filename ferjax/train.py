@@ -164,6 +164,7 @@ def load_init_from(config, state: TrainState) -> TrainState:
     model_name=name,
     model_fields=fields,
     skip=tuple(config.init_from_skip),
+    seed=config.seed,
   )
 
 

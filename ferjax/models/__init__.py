@@ -22,8 +22,10 @@ from typing import Any
 
 # Modules whose import registers models.
 _MODEL_MODULES = (
+  'ferjax.models.backbones.convnext',
   'ferjax.models.backbones.resnet',
   'ferjax.models.manet',
+  'ferjax.models.mfer',
 )
 
 _REGISTRY: dict[str, Callable[..., Any]] = {}

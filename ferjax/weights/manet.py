@@ -24,7 +24,6 @@ source from the keys. Files are read with `torch.load(weights_only=True)`
 with an explanation.
 """
 
-import dataclasses
 from collections.abc import Iterable
 from collections.abc import Mapping
 from typing import Any
@@ -57,44 +56,6 @@ HEADS = ('fc_1', 'fc_2')
 # A dummy input size MA-Net accepts (layer2 map 4x4).
 _INPUT_SHAPE = (1, 32, 32, 3)
 _MAX_LISTED = 12
-
-
-@dataclasses.dataclass(frozen=True)
-class Report:
-  """What a conversion loaded and what it did not.
-
-  Attributes:
-    source: 'manet' (whole network) or 'resnet18' (front only).
-    loaded: torch keys copied into the variables.
-    unused: torch keys not loaded (ResNet-18's layer3/layer4/fc, heads of
-      another class count, keys under `ignore`).
-    initialised: top-level Flax modules that keep a fresh initialisation.
-    heads_reinitialised: `fc_1`/`fc_2` had another class count and were
-      initialised afresh.
-  """
-
-  source: str
-  loaded: tuple[str, ...]
-  unused: tuple[str, ...]
-  initialised: tuple[str, ...]
-  heads_reinitialised: bool
-
-  def summary(self) -> str:
-    """One human-readable paragraph."""
-
-    def listed(items):
-      shown = ', '.join(items[:_MAX_LISTED])
-      more = len(items) - _MAX_LISTED
-      return (shown + (f' ... ({more} more)' if more > 0 else '')) or 'none'
-
-    text = (
-      f'MA-Net from a {self.source} checkpoint: loaded {len(self.loaded)} '
-      f'tensors; unused {len(self.unused)}: {listed(self.unused)}; left at '
-      f'init: {listed(self.initialised)}.'
-    )
-    if self.heads_reinitialised:
-      text += ' fc_1/fc_2 had another class count and were re-initialised.'
-    return text
 
 
 def _has(state_dict: Mapping[str, Any], prefixes: Iterable[str]) -> bool:
@@ -193,7 +154,7 @@ def convert(
   rng: int | jax.Array = 0,
   init_variables: Mapping[str, Any] | None = None,
   **fields: Any,
-) -> tuple[dict[str, Any], Report]:
+) -> tuple[dict[str, Any], torch_convert.Report]:
   """Converts an MA-Net or ResNet-18 state_dict into MA-Net variables.
 
   Args:
@@ -255,12 +216,14 @@ def convert(
       if k not in loaded
     }
   )
-  report = Report(
+  report = torch_convert.Report(
+    model='MA-Net',
     source=found,
     loaded=tuple(sorted(used)),
     unused=tuple(sorted(unused)),
     initialised=tuple(initialised),
     heads_reinitialised=heads_reinitialised,
+    heads='fc_1/fc_2',
   )
   logging.info('%s', report.summary())
   return variables, report

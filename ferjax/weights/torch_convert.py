@@ -19,6 +19,7 @@ ignore, whose Flax leaves then keep a fresh initialisation.
 torch is only needed to read checkpoint files (the `torch` extra).
 """
 
+import dataclasses
 import os
 import pickle
 import re
@@ -79,6 +80,11 @@ def _to_numpy(value: Any) -> np.ndarray:
   return np.asarray(value, dtype=np.float32)
 
 
+# Keys under which training checkpoints keep their state_dict, in the order
+# they are looked for.
+_WRAPPERS = ('state_dict', 'model', 'model_state_dict')
+
+
 def load_state_dict(
   state_dict_or_path: Mapping[str, Any] | str | os.PathLike,
   *,
@@ -88,8 +94,9 @@ def load_state_dict(
 
   Args:
     state_dict_or_path: a `.pth`/`.pth.tar` file, or a mapping of names to
-      torch tensors or arrays. A mapping with a 'state_dict' entry (a
-      training checkpoint) is unwrapped.
+      torch tensors or arrays. A training checkpoint that holds the weights
+      under 'state_dict', 'model' (facebookresearch/ConvNeXt) or
+      'model_state_dict' is unwrapped.
     weights_only: passed to `torch.load`; keep True unless the file is
       trusted and holds pickled non-tensor objects.
 
@@ -105,10 +112,10 @@ def load_state_dict(
   source = state_dict_or_path
   if isinstance(source, (str, os.PathLike)):
     source = _read_checkpoint(source, weights_only)
-  if isinstance(source, Mapping) and isinstance(
-    source.get('state_dict'), Mapping
-  ):
-    source = source['state_dict']
+  for wrapper in _WRAPPERS:  # A training checkpoint: take its weights.
+    if isinstance(source, Mapping) and isinstance(source.get(wrapper), Mapping):
+      source = source[wrapper]
+      break
   if not isinstance(source, Mapping):
     raise ValueError(
       f'Expected a state_dict (a mapping of names to tensors), got '
@@ -201,6 +208,44 @@ def _listed(items: Sequence[str]) -> str:
   shown = ', '.join(items[:_MAX_LISTED])
   more = len(items) - _MAX_LISTED
   return shown + (f' ... ({more} more)' if more > 0 else '')
+
+
+@dataclasses.dataclass(frozen=True)
+class Report:
+  """What a conversion into a model with several sources loaded and did not.
+
+  Attributes:
+    model: the model's display name, e.g. 'MA-Net'.
+    source: which kind of checkpoint was read, e.g. 'resnet18'.
+    loaded: torch keys copied into the variables.
+    unused: torch keys not loaded (parts the model lacks, heads of another
+      class count, keys under `ignore`).
+    initialised: top-level Flax modules or params that keep a fresh
+      initialisation, wholly or in part.
+    heads_reinitialised: the checkpoint's heads had another class count and
+      were initialised afresh.
+    heads: how the summary names those heads.
+  """
+
+  model: str
+  source: str
+  loaded: tuple[str, ...]
+  unused: tuple[str, ...]
+  initialised: tuple[str, ...]
+  heads_reinitialised: bool
+  heads: str = 'the heads'
+
+  def summary(self) -> str:
+    """One human-readable paragraph."""
+    text = (
+      f'{self.model} from a {self.source} checkpoint: loaded '
+      f'{len(self.loaded)} tensors; unused {len(self.unused)}: '
+      f'{_listed(self.unused) or "none"}; left at init: '
+      f'{_listed(self.initialised) or "none"}.'
+    )
+    if self.heads_reinitialised:
+      text += f' {self.heads} had another class count; re-initialised.'
+    return text
 
 
 def fill_variables(

@@ -1,0 +1,23 @@
+r"""MFER (TAFFC 2024) on AffectNet, 8 classes.
+
+  python run.py --config=configs/mfer_affectnet8.py --workdir=runs/mfer_affectnet8
+  python run.py --config=configs/mfer_affectnet8.py:smoke --workdir=/tmp/smoke
+
+Paper: 63.15 % accuracy on AffectNet's official validation set (the `test`
+split). Recipe: the released train.py of github.com/XuJ1E/MFER
+(AdamW lr 1e-3, ExponentialLR 0.95 per epoch, 100 epochs, batch 32, 224 px),
+with the deviations listed in configs/mfer_common.py (flip and random
+erasing; ImageNet-22k ConvNeXt-B instead of the unreleased MS-Celeb one,
+expected at weights/convnext_base_22k_224.pth).
+
+AffectNet trains class-balanced (`config.data.sampling`), as the usual
+recipes for its skewed training set do; the script does not say.
+"""
+
+from configs import mfer_common
+
+
+def get_config(arg=None):
+  return mfer_common.mfer_config(
+    arg, dataset='affectnet', dataset_config='8class'
+  )

@@ -1,0 +1,320 @@
+"""ConvNeXt (Liu et al., CVPR 2022) in Flax Linen with the official layout.
+
+Structure, for `depths` (d1..d4) and `dims` (C1..C4):
+
+* `downsample_layers_0`: conv 4x4 stride 4 (3 -> C1) + LayerNorm;
+  `downsample_layers_i` (i > 0): LayerNorm + conv 2x2 stride 2;
+* `stages_i_j`: `Block`s, each dwconv 7x7 (pad 3) -> LayerNorm -> Dense 4C
+  -> GELU -> Dense C -> layer scale `gamma` -> drop path -> + input;
+* global average pool -> LayerNorm `norm` -> features; `head` (Dense) ->
+  logits.
+
+Every LayerNorm has eps 1e-6 and normalises the channel axis; PyTorch's
+`channels_first` LayerNorm on NCHW is the same operation as a LayerNorm over
+the last axis of NHWC. GELU is the exact (erf) form, PyTorch's default.
+Stochastic depth drops whole residual branches per sample, with a rate rising
+linearly from 0 for the first block to `drop_path_rate` for the last one, and
+only when `train=True` (rng stream 'dropout').
+
+Submodule names are the official ones under the rule of
+`ferjax.weights.torch_convert.module_path` (`stages.2.5.pwconv1` is
+`stages_2_5/pwconv1`, `downsample_layers.0.1` is `downsample_layers_0_1`), so
+the facebookresearch checkpoints convert key by key (`ferjax.weights`
+'convnext_base').
+
+`trunk` and `pooled_features` create their submodules in the calling module
+and take a `stage_end` hook, so a model can add layers after a stage under the
+same naming (MFER appends DS attention to the last two stages).
+"""
+
+import functools
+from collections.abc import Callable
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import linen as nn
+
+from ferjax import models
+from ferjax.models.backbones import resnet
+
+Dtype = Any
+
+BASE_DEPTHS = (3, 3, 27, 3)
+BASE_DIMS = (128, 256, 512, 1024)
+NUM_STAGES = 4
+LN_EPS = 1e-6
+
+# The official init, timm's trunc_normal_(std=.02), truncates at +-2 in
+# absolute terms, i.e. at +-100 std, so it is a plain normal in effect.
+kernel_init = nn.initializers.normal(0.02)
+bias_init = nn.initializers.zeros
+
+
+def layer_norm(
+  name: str, *, epsilon: float = LN_EPS, dtype: Dtype = jnp.float32
+) -> nn.LayerNorm:
+  """LayerNorm over the last (channel) axis, computed like PyTorch's."""
+  # The two-pass variance matches PyTorch more closely than E[x^2] - E[x]^2.
+  return nn.LayerNorm(
+    epsilon=epsilon, dtype=dtype, use_fast_variance=False, name=name
+  )
+
+
+def dense(features: int, name: str, *, dtype: Dtype = jnp.float32) -> nn.Dense:
+  """nn.Linear with ConvNeXt's init."""
+  return nn.Dense(
+    features,
+    dtype=dtype,
+    kernel_init=kernel_init,
+    bias_init=bias_init,
+    name=name,
+  )
+
+
+def conv(
+  features: int,
+  kernel_size: int,
+  name: str,
+  *,
+  strides: int = 1,
+  padding: int = 0,
+  groups: int = 1,
+  dtype: Dtype = jnp.float32,
+) -> nn.Conv:
+  """nn.Conv2d (with bias) with ConvNeXt's init and PyTorch's padding."""
+  return nn.Conv(
+    features,
+    (kernel_size, kernel_size),
+    strides=(strides, strides),
+    padding=((padding, padding), (padding, padding)),
+    feature_group_count=groups,
+    dtype=dtype,
+    kernel_init=kernel_init,
+    bias_init=bias_init,
+    name=name,
+  )
+
+
+def drop_path(x: jax.Array, rate: float, rng: jax.Array) -> jax.Array:
+  """Stochastic depth: zeroes whole samples with probability `rate`.
+
+  The kept samples are scaled by 1 / (1 - rate), as timm's DropPath, so the
+  expectation is unchanged.
+
+  Args:
+    x: (B, ...) residual branch.
+    rate: drop probability in [0, 1).
+    rng: PRNG key.
+
+  Returns:
+    `x` with each sample either zeroed or scaled.
+  """
+  keep = 1.0 - rate
+  mask = jax.random.bernoulli(rng, keep, (x.shape[0],) + (1,) * (x.ndim - 1))
+  return x * (mask / keep).astype(x.dtype)
+
+
+def drop_path_rates(depths: Sequence[int], rate: float) -> tuple[float, ...]:
+  """Per-block rates, `linspace(0, rate, sum(depths))` as in ConvNeXt."""
+  return tuple(float(r) for r in np.linspace(0.0, rate, sum(depths)))
+
+
+class Block(nn.Module):
+  """ConvNeXt block; the width is that of its input.
+
+  Attributes:
+    drop_path: stochastic depth rate of the residual branch.
+    layer_scale_init: initial value of `gamma`; 0 or less: no layer scale.
+    dtype: compute dtype.
+  """
+
+  drop_path: float = 0.0
+  layer_scale_init: float = 1e-6
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
+    """Applies the block to NHWC `x`."""
+    dim, dtype = x.shape[-1], self.dtype
+    y = conv(dim, 7, 'dwconv', padding=3, groups=dim, dtype=dtype)(x)
+    y = layer_norm('norm', dtype=dtype)(y)
+    y = dense(4 * dim, 'pwconv1', dtype=dtype)(y)
+    y = nn.gelu(y, approximate=False)
+    y = dense(dim, 'pwconv2', dtype=dtype)(y)
+    if self.layer_scale_init > 0:
+      gamma = self.param(
+        'gamma', nn.initializers.constant(self.layer_scale_init), (dim,)
+      )
+      y = y * gamma.astype(y.dtype)  # No promotion of bf16 to float32.
+    if train and self.drop_path > 0:
+      y = drop_path(y, self.drop_path, self.make_rng('dropout'))
+    return x + y
+
+
+def check_fields(
+  model: str, depths: Sequence[int], dims: Sequence[int], rate: float
+) -> None:
+  """Raises a clear ValueError for unusable depths, dims or drop path rate."""
+  if len(depths) != NUM_STAGES or len(dims) != NUM_STAGES:
+    raise ValueError(
+      f'{model} has {NUM_STAGES} stages, but depths={tuple(depths)} and '
+      f'dims={tuple(dims)}; give {NUM_STAGES} values each, e.g. '
+      f'depths={BASE_DEPTHS}, dims={BASE_DIMS} (ConvNeXt-B).'
+    )
+  if min(depths) < 1 or min(dims) < 1:
+    raise ValueError(
+      f'{model} depths={tuple(depths)} and dims={tuple(dims)} must be positive.'
+    )
+  if not 0.0 <= rate < 1.0:
+    raise ValueError(f'{model} drop_path_rate={rate} must lie in [0, 1).')
+
+
+def check_input(model: str, images: jax.Array) -> None:
+  """Raises a clear ValueError unless `images` is (B, H, W, 3), H, W >= 32."""
+  if images.ndim != 4 or images.shape[-1] != 3:
+    raise ValueError(
+      f'{model} expects (B, H, W, 3) NHWC images, got shape {images.shape}.'
+    )
+  if min(images.shape[1:3]) < 32:
+    raise ValueError(
+      f'{model} downsamples by 32; a {images.shape[1]}x{images.shape[2]} '
+      'input leaves no pixel for the last stage. Use sides of at least 32 '
+      '(224 as trained).'
+    )
+
+
+def trunk(
+  x: jax.Array,
+  *,
+  depths: Sequence[int],
+  dims: Sequence[int],
+  drop_path_rate: float = 0.0,
+  layer_scale_init: float = 1e-6,
+  train: bool = False,
+  dtype: Dtype = jnp.float32,
+  stage_end: Callable[[int, jax.Array], jax.Array] | None = None,
+) -> jax.Array:
+  """Runs the stem, the downsampling layers and the stages.
+
+  Call it inside an `nn.compact` method: the submodules are created in the
+  calling module under the official names.
+
+  Args:
+    x: (B, H, W, 3) normalised images.
+    depths: blocks per stage.
+    dims: channels per stage.
+    drop_path_rate: stochastic depth rate of the last block.
+    layer_scale_init: initial layer scale.
+    train: enables drop path (rng stream 'dropout').
+    dtype: compute dtype.
+    stage_end: called as `stage_end(i, x)` after the last block of stage i;
+      returns the stage output. Submodules it creates belong to the calling
+      module.
+
+  Returns:
+    (B, H / 32, W / 32, dims[-1]) features of the last stage.
+  """
+  rates = drop_path_rates(depths, drop_path_rate)
+  first = 0
+  for i, (depth, dim) in enumerate(zip(depths, dims, strict=True)):
+    prefix = f'downsample_layers_{i}'
+    if i == 0:
+      x = conv(dim, 4, f'{prefix}_0', strides=4, dtype=dtype)(x)
+      x = layer_norm(f'{prefix}_1', dtype=dtype)(x)
+    else:
+      x = layer_norm(f'{prefix}_0', dtype=dtype)(x)
+      x = conv(dim, 2, f'{prefix}_1', strides=2, dtype=dtype)(x)
+    for j in range(depth):
+      x = Block(
+        drop_path=rates[first + j],
+        layer_scale_init=layer_scale_init,
+        dtype=dtype,
+        name=f'stages_{i}_{j}',
+      )(x, train=train)
+    first += depth
+    if stage_end is not None:
+      x = stage_end(i, x)
+  return x
+
+
+def pooled_features(x: jax.Array) -> jax.Array:
+  """Global average pool, then the final LayerNorm `norm`, in float32.
+
+  Call it inside an `nn.compact` method (creates `norm` there).
+
+  Args:
+    x: (B, H, W, C) last-stage features.
+
+  Returns:
+    (B, C) float32 features.
+  """
+  pooled = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
+  return layer_norm('norm')(pooled)
+
+
+class ConvNeXt(nn.Module):
+  """ConvNeXt classifier in the official layout.
+
+  Attributes:
+    num_classes: outputs of `head` (1000 for ImageNet-1k, 21841 for 22k;
+      `ferjax.models.get_model` defaults to 7).
+    depths: blocks per stage (ConvNeXt-B: 3, 3, 27, 3).
+    dims: channels per stage (ConvNeXt-B: 128, 256, 512, 1024).
+    drop_path_rate: stochastic depth rate of the last block.
+    layer_scale_init: initial layer scale; 0 or less: none.
+    dtype: compute dtype of the trunk; parameters, features and logits stay
+      float32.
+    pixel_mean: per-channel mean subtracted from the [0, 1] input (ImageNet's
+      by default, as the official checkpoints expect); None: none.
+    pixel_std: per-channel std dividing the input; None: none.
+  """
+
+  num_classes: int = 1000
+  depths: Sequence[int] = BASE_DEPTHS
+  dims: Sequence[int] = BASE_DIMS
+  drop_path_rate: float = 0.0
+  layer_scale_init: float = 1e-6
+  dtype: Dtype = jnp.float32
+  pixel_mean: tuple[float, ...] | None = resnet.IMAGENET_MEAN
+  pixel_std: tuple[float, ...] | None = resnet.IMAGENET_STD
+
+  @nn.compact
+  def __call__(
+    self, images: jax.Array, train: bool = False
+  ) -> dict[str, jax.Array]:
+    """Classifies images.
+
+    Args:
+      images: (B, H, W, 3) float images in [0, 1], sides of at least 32.
+      train: enables stochastic depth (rng stream 'dropout').
+
+    Returns:
+      'logits': (B, num_classes) float32; 'features': (B, dims[-1]) float32
+      normalised pooled features.
+    """
+    check_fields('ConvNeXt', self.depths, self.dims, self.drop_path_rate)
+    check_input('ConvNeXt', images)
+    x = resnet.normalize(
+      images.astype(jnp.float32), self.pixel_mean, self.pixel_std
+    ).astype(self.dtype)
+    x = trunk(
+      x,
+      depths=self.depths,
+      dims=self.dims,
+      drop_path_rate=self.drop_path_rate,
+      layer_scale_init=self.layer_scale_init,
+      train=train,
+      dtype=self.dtype,
+    )
+    features = pooled_features(x)
+    logits = dense(self.num_classes, 'head')(features)
+    return {'logits': logits, 'features': features}
+
+
+models.register('convnext')(ConvNeXt)
+models.register('convnext_base')(
+  functools.partial(ConvNeXt, depths=BASE_DEPTHS, dims=BASE_DIMS)
+)
