@@ -1,28 +1,26 @@
 r"""Training-step img/s of a model in ferjax and, if torch is there, PyTorch.
 
   python bench/train_throughput.py --model manet --batch 64 --size 224
+  python bench/train_throughput.py --model mfer --batch 32 --size 224
   python bench/train_throughput.py --model resnet18 --size 64 --batch 8 \
     --steps 3
 
 The ferjax side is the real jitted train step (`ferjax.train.train_step`
-with its model, loss and SGD as the model's config sets them) on a random
-uint8 batch. The PyTorch side, when torch is importable and a torch version
-of the model exists, runs the same forward + backward + SGD step (momentum
-0.9, weight decay 1e-4) on the same batch shape; its class gets those of the
-config's model fields (num_classes, direction, ...) that it takes. Both report the median of
-`--steps` timed steps after compilation and one untimed warm step.
-
-The torch models are the hand-written ones the parity tests use, looked up
-as TORCH_MODELS[model] = (module, class name); if that class is missing, the
-module's first nn.Module subclass whose name contains the model's name (case
-and '_' ignored) is used. 'manet' expects `tests/test_manet_torch.py`; if
-there is no such model, the bench says 'torch model not available'.
+with the model, loss and optimizer of the model's paper config:
+configs/manet_rafdb.py, configs/mfer_rafdb.py) on a random uint8 batch. The
+PyTorch side, when torch is importable, runs the hand-written PyTorch model
+of the parity tests through the same step: forward, the same kind of loss
+(beta-weighted heads for MA-Net, label-smoothed CE on each head for MFER),
+backward and the config's optimizer (SGD with momentum or AdamW). MFER's DSF
+term and drop path are left out of the PyTorch step (the reference has
+neither); both cost little next to the trunk. Both report the median of
+`--steps` timed steps after compilation and one untimed warm step. On a GPU
+the PyTorch step runs on CUDA when torch sees one; `--dtype bfloat16` runs
+both in bfloat16 compute with float32 weights (autocast in PyTorch).
 """
 
 import argparse
-import importlib
 import importlib.util
-import inspect
 import statistics
 import sys
 import time
@@ -34,27 +32,21 @@ sys.path.insert(0, '.')
 from bench import common as bench_common  # noqa: E402
 from configs import common  # noqa: E402
 
-# model -> (module, class) of its hand-written PyTorch version.
-TORCH_MODELS = {
-  'resnet18': ('tests.test_weights_torch', '_ResNet18'),
-  'manet': ('tests.test_manet_torch', '_MANet'),
-}
-LR, MOMENTUM, WEIGHT_DECAY = 0.01, 0.9, 1e-4
+MODELS = ('manet', 'mfer', 'resnet18')
 
 
-def make_config(model: str, batch: int, size: int):
-  """The model's training config at the benchmark's batch and size."""
-  if model == 'manet':
-    from configs import manet_rafdb  # noqa: PLC0415
-
-    config = manet_rafdb.get_config('')
+def make_config(model: str, batch: int, size: int, dtype: str = 'float32'):
+  """The model's training config at the benchmark's batch, size and dtype."""
+  if model in ('manet', 'mfer'):
+    config = importlib.import_module(f'configs.{model}_rafdb').get_config('')
+    config.init_from = ''
   else:
     config = common.base_config()
     config.model.name = model
-  config.optimizer.momentum = MOMENTUM
-  config.optimizer.weight_decay = WEIGHT_DECAY
+    config.optimizer.weight_decay = 1e-4
   config.batch_size = batch
   config.augment.size = size
+  config.model.dtype = dtype
   return config
 
 
@@ -74,70 +66,89 @@ def jax_step_seconds(config, steps: int) -> tuple[float, float, int]:
   return _median_seconds(step, steps), compile_seconds, params
 
 
-def torch_model_class(model: str):
-  """The hand-written torch class of `model`, or None with the reason."""
+def torch_model(config):
+  """The hand-written PyTorch model of `config.model`, or None and why."""
   if importlib.util.find_spec('torch') is None:
     return None, 'torch is not installed'
-  if model not in TORCH_MODELS:
-    return None, f'no torch version of {model!r} is listed'
-  module_name, class_name = TORCH_MODELS[model]
-  try:
-    module = importlib.import_module(module_name)
-  except ImportError as e:
-    return None, f'{module_name} cannot be imported ({e})'
-  if hasattr(module, class_name):
-    return getattr(module, class_name), ''
-  import torch  # noqa: PLC0415
+  name, classes = config.model.name, config.data.num_classes
+  if name == 'resnet18':
+    from tests import test_weights_torch  # noqa: PLC0415
 
-  wanted = model.replace('_', '').lower()
-  for value in vars(module).values():
-    if (
-      isinstance(value, type)
-      and issubclass(value, torch.nn.Module)
-      and wanted in value.__name__.replace('_', '').lower()
-    ):
-      return value, ''
-  return None, f'{module_name} has no {class_name}'
+    return test_weights_torch._ResNet18(classes), ''
+  if name == 'manet':
+    from tests import test_manet_torch  # noqa: PLC0415
+
+    return test_manet_torch._MANet(classes, config.model.direction), ''
+  if name == 'mfer':
+    from tests import torch_mfer  # noqa: PLC0415
+
+    m = config.model
+    attention = dict(conv=m.ds_conv, order=m.ds_order, residual=m.ds_residual)
+    net = torch_mfer.ConvNeXt(
+      m.depths, m.dims, attention=attention, msc_classes=classes
+    )
+    return net, ''
+  return None, f'no PyTorch version of {name!r}'
 
 
-def _torch_loss(outputs, labels, beta: float):
-  """CE of one logits tensor; beta-weighted CE of a (local, global) pair."""
+def _torch_loss(config, outputs, labels):
+  """The PyTorch counterpart of the config's loss."""
   import torch  # noqa: PLC0415
 
   ce = torch.nn.functional.cross_entropy
-  if isinstance(outputs, dict):
-    if 'logits_local' in outputs:
-      outputs = (outputs['logits_local'], outputs['logits_global'])
-    else:
-      outputs = outputs['logits']
-  if isinstance(outputs, tuple | list):
+  if config.loss.name == 'manet':
+    beta = config.loss.beta
     local, global_ = outputs[:2]
     return beta * ce(local, labels) + (1 - beta) * ce(global_, labels)
+  if config.loss.name == 'mfer':
+    _, heads = outputs
+    eps = config.loss.label_smoothing
+    return sum(ce(h, labels, label_smoothing=eps) for h in heads)
   return ce(outputs, labels)
 
 
-def torch_step_seconds(cls, config, steps: int) -> tuple[float, int]:
+def _torch_optimizer(config, params):
+  import torch  # noqa: PLC0415
+
+  opt = config.optimizer
+  lr = config.schedule.base_lr
+  if opt.name == 'adamw':
+    return torch.optim.AdamW(
+      params,
+      lr=lr,
+      betas=(opt.b1, opt.b2),
+      eps=opt.eps,
+      weight_decay=opt.weight_decay,
+    )
+  return torch.optim.SGD(
+    params, lr=lr, momentum=opt.momentum, weight_decay=opt.weight_decay
+  )
+
+
+def torch_step_seconds(net, config, steps: int) -> tuple[float, int]:
   """(median step seconds, thread count) of the same step in PyTorch."""
   import torch  # noqa: PLC0415
 
   torch.manual_seed(0)
-  # The model's config fields that the torch class takes, e.g. direction.
-  fields = {**config.model.to_dict(), 'num_classes': config.data.num_classes}
-  accepted = inspect.signature(cls).parameters
-  net = cls(**{k: v for k, v in fields.items() if k in accepted})
-  net.train()
-  opt = torch.optim.SGD(
-    net.parameters(), lr=LR, momentum=MOMENTUM, weight_decay=WEIGHT_DECAY
-  )
+  device = 'cuda' if torch.cuda.is_available() else 'cpu'
+  net.to(device).train()
+  opt = _torch_optimizer(config, net.parameters())
   size, b = config.augment.size, config.batch_size
-  images = torch.rand(b, 3, size, size)
-  labels = torch.randint(0, config.data.num_classes, (b,))
-  beta = config.model.get('beta', 0.6)
+  images = torch.rand(b, 3, size, size, device=device)
+  labels = torch.randint(0, config.data.num_classes, (b,), device=device)
+  # bfloat16 compute with float32 weights, as ferjax's dtype field does.
+  autocast = torch.autocast(
+    device, torch.bfloat16, enabled=config.model.dtype == 'bfloat16'
+  )
 
   def step():
     opt.zero_grad(set_to_none=True)
-    _torch_loss(net(images), labels, beta).backward()
+    with autocast:
+      loss = _torch_loss(config, net(images), labels)
+    loss.backward()
     opt.step()
+    if device == 'cuda':
+      torch.cuda.synchronize()
 
   step()  # Warm: allocator and kernels.
   step()
@@ -146,15 +157,18 @@ def torch_step_seconds(cls, config, steps: int) -> tuple[float, int]:
 
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('--model', default='manet', choices=sorted(TORCH_MODELS))
+  parser.add_argument('--model', default='manet', choices=MODELS)
   parser.add_argument('--batch', type=int, default=64)
   parser.add_argument('--size', type=int, default=224)
   parser.add_argument('--steps', type=int, default=5, help='timed steps')
+  parser.add_argument(
+    '--dtype', default='float32', choices=('float32', 'bfloat16')
+  )
   args = parser.parse_args(argv)
 
-  config = make_config(args.model, args.batch, args.size)
+  config = make_config(args.model, args.batch, args.size, args.dtype)
   print(
-    f'{args.model}, batch {args.batch}, {args.size} px, median of '
+    f'{args.model}, {args.dtype}, batch {args.batch}, {args.size} px, median of '
     f'{args.steps} steps; devices: {jax.device_count()} x '
     f'{jax.devices()[0].device_kind}'
   )
@@ -165,17 +179,17 @@ def main(argv=None) -> int:
     f'{jax_rate:8.1f} img/s  ({params / 1e6:.2f} M params, compile '
     f'{compile_seconds:.1f} s)'
   )
-  cls, why = torch_model_class(args.model)
-  if cls is None:
+  net, why = torch_model(config)
+  if net is None:
     print(f'torch model not available: {why}')
     return 0
   import torch  # noqa: PLC0415
 
-  seconds, threads = torch_step_seconds(cls, config, args.steps)
+  seconds, threads = torch_step_seconds(net, config, args.steps)
   torch_rate = args.batch / seconds
   print(
     f'pytorch (torch {torch.__version__}, {threads} threads, '
-    f'{cls.__name__}): {seconds:8.3f} s/step {torch_rate:8.1f} img/s'
+    f'{type(net).__name__}): {seconds:8.3f} s/step {torch_rate:8.1f} img/s'
   )
   print(f'ferjax / pytorch img/s: {jax_rate / torch_rate:.2f}')
   return 0
