@@ -7,6 +7,7 @@ labels (B,) or per-class target distributions (B, C), and `fields` come from
 `config.loss` (minus its name). The train step picks one by name.
 """
 
+import sys
 from collections.abc import Callable
 
 import jax
@@ -209,3 +210,109 @@ def mfer(
   loss_dsf = per_example.mean()
   metrics.update(loss_dsf=loss_dsf, dsf_distance=aux['dsf_distance'].mean())
   return loss_heads + dsf_weight * loss_dsf, metrics
+
+
+# JADFER's Variety loss, which pushes its N spatial paths apart.
+#
+# What is known. JADFER's spatial branch runs N paths in parallel, "guided by
+# a Variety loss to focus on different discriminative regions" (the abstract;
+# no code or formula is public). Its template is DAN (Wen et al., 2021,
+# yaoing/DAN), whose N attention heads are kept apart by a partition loss.
+# In DAN's code (`rafdb.py`, `affectnet.py`, class `PartitionLoss`) it is
+#
+#     log(1 + N / (var + eps)),
+#
+# where var is the unbiased (N - 1) variance across the head axis, averaged
+# over every other axis (the batch and the 512 channels) into one number, and
+# eps is Python's float epsilon, 2.2e-16 (added "to avoid empty var case";
+# an earlier revision had none). With one head the loss is 0. What DAN feeds
+# it is not the raw head output: `networks/dan.py` stacks the heads' 512-d
+# outputs (spatial then channel attention, pooled) to (B, N, 512) and, when
+# N > 1, takes log_softmax over the head axis; the same tensor is summed over
+# heads for the classifier. DAN weighs the loss 1.
+#
+# What is implemented, as pure functions of the paths' attention maps
+# (B, N, H, W) or embeddings (B, N, C) (any trailing shape):
+#
+# * `partition_loss`: DAN's formula, with DAN's variance, reduction and eps
+#   (the default). The log_softmax over paths belongs to the model, which
+#   needs the same tensor for its fusion; to follow DAN, call it on
+#   `jax.nn.log_softmax(paths, axis=1)`.
+# * `cosine_loss`: the mean cosine similarity over the N (N - 1) / 2 pairs of
+#   flattened paths, averaged over the batch. It compares directions only:
+#   unlike the variance, it cannot be lowered by scaling every path up, and
+#   it stays in [-1, 1] where the partition loss climbs to log(1 + N / eps),
+#   about 37 for N = 4, as the paths collapse onto one.
+#
+# With N = 1 both return 0: one path has nothing to differ from (DAN returns
+# 0 too, and the unbiased variance of one value is undefined), and a constant
+# adds no gradient. Both compute in float32 and return a scalar.
+
+# DAN adds Python's float epsilon to the variance.
+DAN_EPS = sys.float_info.epsilon
+# The norm floor of a cosine, as torch.nn.functional.cosine_similarity.
+COSINE_EPS = 1e-8
+VARIETY_KINDS = ('partition', 'cosine')
+
+
+def partition_loss(x: jax.Array, eps: float = DAN_EPS) -> jax.Array:
+  """DAN's partition loss log(1 + N / (mean variance across paths + eps)).
+
+  Args:
+    x: (B, N, ...) the N paths' maps or embeddings; DAN passes the
+      log_softmax over paths of the heads' (B, N, 512) outputs.
+    eps: added to the mean variance (DAN: Python's float epsilon).
+
+  Returns:
+    A float32 scalar: large when the paths agree, falling towards 0 as they
+    spread; 0 for N = 1.
+  """
+  num_paths = x.shape[1]
+  if num_paths < 2:
+    return jnp.zeros((), jnp.float32)
+  # Unbiased as torch.var's default; one mean over batch and features.
+  var = jnp.var(x.astype(jnp.float32), axis=1, ddof=1).mean()
+  return jnp.log1p(num_paths / (var + eps))
+
+
+def cosine_loss(x: jax.Array, eps: float = COSINE_EPS) -> jax.Array:
+  """Mean pairwise cosine similarity between the N flattened paths.
+
+  Args:
+    x: (B, N, ...) the N paths' maps or embeddings.
+    eps: lower bound of each path's norm, so all-zero paths stay finite.
+
+  Returns:
+    A float32 scalar in [-1, 1]: 1 when every path points the same way, 0
+    when they are orthogonal (e.g. non-negative maps on disjoint regions);
+    0 for N = 1.
+  """
+  batch, num_paths = x.shape[:2]
+  if num_paths < 2:
+    return jnp.zeros((), jnp.float32)
+  flat = x.reshape(batch, num_paths, -1).astype(jnp.float32)
+  norm = jnp.linalg.norm(flat, axis=-1, keepdims=True)
+  unit = flat / jnp.maximum(norm, eps)
+  similarity = jnp.einsum('bnc,bmc->bnm', unit, unit)
+  first, second = jnp.triu_indices(num_paths, k=1)
+  return similarity[:, first, second].mean()
+
+
+def variety_loss(
+  x: jax.Array, kind: str = 'partition', eps: float | None = None
+) -> jax.Array:
+  """The Variety loss of the N paths, by name.
+
+  Args:
+    x: (B, N, ...) the N paths' maps or embeddings.
+    kind: 'partition' (DAN's, the default) or 'cosine'.
+    eps: the kind's eps; None takes its default (`DAN_EPS`, `COSINE_EPS`).
+
+  Returns:
+    A float32 scalar; 0 for N = 1.
+  """
+  if kind == 'partition':
+    return partition_loss(x, DAN_EPS if eps is None else eps)
+  if kind == 'cosine':
+    return cosine_loss(x, COSINE_EPS if eps is None else eps)
+  raise ValueError(f'Variety loss kind={kind!r}; use one of {VARIETY_KINDS}.')
