@@ -8,10 +8,10 @@ are RGB, and every output is `(size, size, 3)`: grayscale is replicated to
 three channels after the geometric step, which runs on one channel.
 
 The train ops follow torchvision's RandomResizedCrop, RandomRotation,
-RandomHorizontalFlip, ColorJitter, RandomGrayscale and RandomErasing, in that
-order. Crop, rotation and resize are one `cv2.warpAffine` (or one `cv2.resize`
-when there is no rotation); see `default_config` for the fields and where they
-differ from torchvision.
+RandomHorizontalFlip, RandAugment (`ferjax.data.randaugment`), ColorJitter,
+RandomGrayscale and RandomErasing, in that order. Crop, rotation and resize
+are one `cv2.warpAffine` (or one `cv2.resize` when there is no rotation); see
+`default_config` for the fields and where they differ from torchvision.
 
 Parse a config once with `parse_config` and pass the result to
 `train_transform` / `eval_transform`: both accept a mapping too, but then
@@ -403,10 +403,11 @@ def train_transform(
 ) -> np.ndarray:
   """Randomly augments one training image.
 
-  Crop + rotation + resize, horizontal flip, colour jitter, grayscale and
-  erasing, each as configured (see `default_config`). The flip, jitter,
-  grayscale and erasing coin tosses are drawn whatever their probability, so
-  changing one probability leaves the earlier ops' draws unchanged.
+  Crop + rotation + resize, horizontal flip, RandAugment, colour jitter,
+  grayscale and erasing, each as configured (see `default_config`). The flip,
+  jitter, grayscale and erasing coin tosses are drawn whatever their
+  probability, so changing one probability leaves the earlier ops' draws
+  unchanged; RandAugment draws nothing while randaugment_ops is 0.
 
   Args:
     image: uint8 (H, W), (H, W, 1) or (H, W, 3) RGB image of any size.
@@ -426,6 +427,11 @@ def train_transform(
   if rng.random() < c.flip:
     out = cv2.flip(out, 1)
   out = _to_rgb(out)
+  if c.randaugment_ops:
+    # Imported here: randaugment builds on this module's colour helpers.
+    from ferjax.data import randaugment
+
+    out = randaugment.rand_augment(out, rng, c)
   if c.color_jitter and rng.random() < c.color_jitter_prob:
     for op, factor in sample_color_jitter(
       rng, c.brightness, c.contrast, c.saturation, c.hue

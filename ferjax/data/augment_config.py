@@ -17,6 +17,35 @@ import numpy as np
 
 Config = Mapping[str, Any] | ml_collections.ConfigDict
 
+# torchvision's RandAugment ops, in its order.
+RANDAUGMENT_OPS = (
+  'Identity',
+  'ShearX',
+  'ShearY',
+  'TranslateX',
+  'TranslateY',
+  'Rotate',
+  'Brightness',
+  'Color',
+  'Contrast',
+  'Sharpness',
+  'Posterize',
+  'Solarize',
+  'AutoContrast',
+  'Equalize',
+)
+# A lighter list for aligned faces; `ferjax.data.randaugment` says why.
+RANDAUGMENT_LITE_OPS = (
+  'Identity',
+  'TranslateX',
+  'TranslateY',
+  'Rotate',
+  'Brightness',
+  'Color',
+  'Contrast',
+  'Sharpness',
+  'AutoContrast',
+)
 _DEFAULTS: dict[str, Any] = {
   'size': 112,
   'crop_scale': (0.08, 1.0),
@@ -24,6 +53,12 @@ _DEFAULTS: dict[str, Any] = {
   'rotation': 0.0,
   'border': 'constant',
   'flip': 0.5,
+  'randaugment_ops': 0,
+  'randaugment_magnitude': 9,
+  'randaugment_bins': 31,
+  'randaugment_ops_list': RANDAUGMENT_OPS,
+  'randaugment_fill': 0,
+  'randaugment_interpolation': 'nearest',
   'brightness': 0.0,
   'contrast': 0.0,
   'saturation': 0.0,
@@ -39,6 +74,7 @@ _DEFAULTS: dict[str, Any] = {
 }
 _BORDERS = ('constant', 'reflect', 'replicate')
 _EVAL_RESIZES = ('resize', 'center_crop')
+_INTERPOLATIONS = ('nearest', 'bilinear')
 
 
 def default_config() -> ml_collections.ConfigDict:
@@ -62,6 +98,25 @@ def default_config() -> ml_collections.ConfigDict:
       torchvision's fill=0), 'reflect' (mirror without repeating the edge) or
       'replicate' (repeat the edge).
     flip: probability of a horizontal flip [RandomHorizontalFlip p].
+    randaugment_ops: number of RandAugment ops applied in a row, each drawn
+      uniformly from `randaugment_ops_list`; 0 is off [RandAugment num_ops].
+      RandAugment runs right after the flip, before the colour jitter,
+      grayscale and erasing, where torchvision pipelines put it (after
+      RandomResizedCrop and RandomHorizontalFlip, before ToTensor, Normalize
+      and RandomErasing). `ferjax.data.randaugment` defines the ops.
+    randaugment_magnitude: the magnitude bin, an int in
+      [0, randaugment_bins - 1], shared by all ops [RandAugment magnitude].
+    randaugment_bins: number of magnitude bins, an int >= 2; bin b of n
+      sets every op to b / (n - 1) of its range [RandAugment
+      num_magnitude_bins].
+    randaugment_ops_list: names of the ops to choose from, a subset of
+      RANDAUGMENT_OPS (default: all of torchvision's); RANDAUGMENT_LITE_OPS
+      is a lighter list for faces.
+    randaugment_fill: value of the pixels that ShearX/Y, TranslateX/Y and
+      Rotate bring in from outside the image, an int in [0, 255] or an
+      (r, g, b) triple [RandAugment fill; None there is 0].
+    randaugment_interpolation: 'nearest' or 'bilinear' sampling for those
+      ops [RandAugment interpolation].
     brightness: brightness factor uniform in [max(0, 1 - b), 1 + b]; 0 is off
       [ColorJitter brightness].
     contrast: contrast factor uniform in [max(0, 1 - c), 1 + c], blending
@@ -93,10 +148,11 @@ def default_config() -> ml_collections.ConfigDict:
     eval_crop_fraction: the fraction f above, 0 < f <= 1.
   """
   fields = dict(_DEFAULTS)
-  # Holds a string or an int (or a triple), so it must not be type-locked.
-  fields['erasing_value'] = ml_collections.FieldReference(
-    _DEFAULTS['erasing_value'], field_type=object
-  )
+  # These hold an int or a triple (or a string), so must not be type-locked.
+  for name in ('erasing_value', 'randaugment_fill'):
+    fields[name] = ml_collections.FieldReference(
+      _DEFAULTS[name], field_type=object
+    )
   return ml_collections.ConfigDict(fields)
 
 
@@ -110,6 +166,12 @@ class AugmentConfig:
   rotation: float
   border: str
   flip: float
+  randaugment_ops: int
+  randaugment_magnitude: int
+  randaugment_bins: int
+  randaugment_ops_list: tuple[str, ...]
+  randaugment_fill: int | tuple[int, int, int]
+  randaugment_interpolation: str
   brightness: float
   contrast: float
   saturation: float
@@ -167,17 +229,22 @@ def _choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
   return value
 
 
+def _is_int(value: Any) -> bool:
+  return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
 def _is_byte(value: Any) -> bool:
-  return (
-    isinstance(value, int | np.integer)
-    and not isinstance(value, bool)
-    and 0 <= value <= 255
-  )
+  return _is_int(value) and 0 <= value <= 255
 
 
-def _erasing_value(value: Any) -> str | int | tuple[int, int, int]:
-  if isinstance(value, str) and value == 'random':
-    return value
+def _int(name: str, value: Any, lo: int, hi: float, expected: str) -> int:
+  if not _is_int(value) or not lo <= value <= hi:
+    raise _invalid(name, value, expected)
+  return int(value)
+
+
+def _byte_or_triple(value: Any) -> int | tuple[int, int, int] | None:
+  """Returns an int in [0, 255] or a triple of them, None for anything else."""
   if _is_byte(value):
     return int(value)
   if (
@@ -186,9 +253,44 @@ def _erasing_value(value: Any) -> str | int | tuple[int, int, int]:
     and all(map(_is_byte, value))
   ):
     return tuple(int(v) for v in value)
-  raise _invalid(
-    'erasing_value', value, "'random', an int in [0, 255] or three such ints"
-  )
+  return None
+
+
+def _erasing_value(value: Any) -> str | int | tuple[int, int, int]:
+  if isinstance(value, str) and value == 'random':
+    return value
+  parsed = _byte_or_triple(value)
+  if parsed is None:
+    raise _invalid(
+      'erasing_value', value, "'random', an int in [0, 255] or three such ints"
+    )
+  return parsed
+
+
+def _randaugment_fill(value: Any) -> int | tuple[int, int, int]:
+  parsed = _byte_or_triple(value)
+  if parsed is None:
+    raise _invalid(
+      'randaugment_fill', value, 'an int in [0, 255] or three such ints'
+    )
+  return parsed
+
+
+def _randaugment_ops_list(value: Any) -> tuple[str, ...]:
+  name = 'randaugment_ops_list'
+  if not isinstance(value, tuple | list) or not value:
+    raise _invalid(
+      name, value, f'a non-empty tuple of op names from {RANDAUGMENT_OPS}'
+    )
+  unknown = [op for op in value if op not in RANDAUGMENT_OPS]
+  if unknown:
+    raise _invalid(
+      name, value, f'op names from {RANDAUGMENT_OPS}; unknown: {unknown}'
+    )
+  repeated = sorted({op for op in value if value.count(op) > 1})
+  if repeated:
+    raise _invalid(name, value, f'each op at most once; repeated: {repeated}')
+  return tuple(value)
 
 
 def parse_config(cfg: Config | AugmentConfig) -> AugmentConfig:
@@ -219,15 +321,14 @@ def parse_config(cfg: Config | AugmentConfig) -> AugmentConfig:
       f'{sorted(_DEFAULTS)}.'
     )
   v = {**_DEFAULTS, **given}
-  size = v['size']
-  if (
-    isinstance(size, bool) or not isinstance(size, int | np.integer) or size < 1
-  ):
-    raise _invalid('size', size, 'an int >= 1')
   prob = 'a probability in [0, 1]'
   jitter = 'a number >= 0 (0 is off)'
+  # The magnitude's range depends on the number of bins.
+  bins = _int(
+    'randaugment_bins', v['randaugment_bins'], 2, math.inf, 'an int >= 2'
+  )
   return AugmentConfig(
-    size=int(size),
+    size=_int('size', v['size'], 1, math.inf, 'an int >= 1'),
     crop_scale=_pair(
       'crop_scale', v['crop_scale'], 1.0, '(min, max) with 0 < min <= max <= 1'
     ),
@@ -239,6 +340,28 @@ def parse_config(cfg: Config | AugmentConfig) -> AugmentConfig:
     ),
     border=_choice('border', v['border'], tuple(_BORDERS)),
     flip=_number('flip', v['flip'], 0.0, 1.0, prob),
+    randaugment_ops=_int(
+      'randaugment_ops',
+      v['randaugment_ops'],
+      0,
+      math.inf,
+      'an int >= 0 (0 is off)',
+    ),
+    randaugment_magnitude=_int(
+      'randaugment_magnitude',
+      v['randaugment_magnitude'],
+      0,
+      bins - 1,
+      f'an int in [0, randaugment_bins - 1] = [0, {bins - 1}]',
+    ),
+    randaugment_bins=bins,
+    randaugment_ops_list=_randaugment_ops_list(v['randaugment_ops_list']),
+    randaugment_fill=_randaugment_fill(v['randaugment_fill']),
+    randaugment_interpolation=_choice(
+      'randaugment_interpolation',
+      v['randaugment_interpolation'],
+      _INTERPOLATIONS,
+    ),
     brightness=_number('brightness', v['brightness'], 0.0, math.inf, jitter),
     contrast=_number('contrast', v['contrast'], 0.0, math.inf, jitter),
     saturation=_number('saturation', v['saturation'], 0.0, math.inf, jitter),
@@ -272,6 +395,3 @@ def parse_config(cfg: Config | AugmentConfig) -> AugmentConfig:
       'a fraction in (0, 1]',
     ),
   )
-
-
-# ------------------------------------------------------------------ geometry
