@@ -316,3 +316,47 @@ def variety_loss(
   if kind == 'cosine':
     return cosine_loss(x, COSINE_EPS if eps is None else eps)
   raise ValueError(f'Variety loss kind={kind!r}; use one of {VARIETY_KINDS}.')
+
+
+@register('jadfer')
+def jadfer(
+  outputs,
+  labels,
+  label_smoothing: float = 0.0,
+  variety: str = 'partition',
+  variety_weight: float = 1.0,
+  variety_on: str = 'embeddings',
+):
+  """JADFER's loss: CE + variety_weight * Variety(SB paths).
+
+  The abstract names only "a Variety loss" guiding the N paths apart. The
+  default is DAN's: the partition loss on the paths' embeddings after
+  log_softmax over the paths, weight 1 (see the Variety section above).
+
+  Args:
+    outputs: the 'jadfer' model's dict: 'logits', 'sb_embeddings' (B, N, C)
+      and 'sb_maps' (B, N, H, W).
+    labels: (B,) integer labels or (B, C) targets.
+    label_smoothing: smoothing of the cross-entropy.
+    variety: 'partition' or 'cosine' (`variety_loss`).
+    variety_weight: lambda; 0 leaves the Variety loss out.
+    variety_on: 'embeddings' (log_softmax over paths, as DAN) or 'maps' (the
+      paths' spatial attention maps).
+
+  Returns:
+    The loss and metrics 'loss_ce' and 'loss_variety'.
+  """
+  ce = softmax_cross_entropy(outputs['logits'], labels, label_smoothing).mean()
+  if variety_on == 'embeddings':
+    paths = jax.nn.log_softmax(outputs['sb_embeddings'], axis=1)
+  elif variety_on == 'maps':
+    paths = outputs['sb_maps']
+  else:
+    raise ValueError(
+      f"JADFER variety_on={variety_on!r}; use 'embeddings' or 'maps'."
+    )
+  loss_variety = variety_loss(paths, variety)
+  return ce + variety_weight * loss_variety, {
+    'loss_ce': ce,
+    'loss_variety': loss_variety,
+  }

@@ -23,7 +23,9 @@ from typing import Any
 # Modules whose import registers models.
 _MODEL_MODULES = (
   'ferjax.models.backbones.convnext',
+  'ferjax.models.backbones.irse',
   'ferjax.models.backbones.resnet',
+  'ferjax.models.jadfer',
   'ferjax.models.manet',
   'ferjax.models.mfer',
 )

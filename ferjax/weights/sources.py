@@ -20,6 +20,11 @@ KNOWN = {
     'the Google Drive link in the README of github.com/zengqunzhao/MA-Net',
     'MA-Net pretrained on MS-Celeb-1M',
   ),
+  'ir50.pth': (
+    'the ir50.pth link in the README of github.com/zczcwh/POSTER (the '
+    'face.evoLVe IR-50, also backbone_ir50_ms1m_epoch120.pth)',
+    'IR-50 trained on MS-Celeb-1M (face.evoLVe)',
+  ),
   'resnet18_msceleb.pth': (
     'the link in the README of github.com/yaoing/DAN',
     'ResNet-18 pretrained on MS-Celeb-1M',

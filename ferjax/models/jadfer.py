@@ -1,0 +1,305 @@
+"""JADFER: spatial-contextual interaction with Joint Attention Dropping.
+
+JADFER (Gao et al., IEEE TAFFC 16(2), 2024) has no public code and no public
+numbers beyond its abstract: a spatial branch (SB) runs N paths in parallel,
+guided by a Variety loss to different discriminative regions; a contextual
+branch (CB) abstracts contextual representations with self attention with
+Joint Attention Dropping (JAD); the spatial-contextual interaction (SCI)
+uses SB's spatial features as queries over CB's representations through
+cross attention with JAD. Every part below is the most defensible reading of
+that text given JADFER's predecessors (references in papers.md §3), and
+every unknown is a field:
+
+* Backbone: IR-50 (face.evoLVe, MS-Celeb-1M) on 112 px, its first three
+  stages giving a 14x14x256 map, as TransFER, APViT and POSTER, JADFER's
+  peers in the same line of work (`ferjax.models.backbones.irse.IRTrunk`).
+* SB: `num_paths` (4, DAN's num_head) copies of DAN's attention head. A path
+  is DAN's SpatialAttention — 1x1 conv C -> C/2 + BN, then 3x3, 1x3 and 3x1
+  convs back to C (each + BN) summed, ReLU, summed over channels into one
+  HxW map that rescales the input — then DAN's ChannelAttention on the
+  pooled vector (Linear C -> C/16, BN, ReLU, Linear, sigmoid, rescale). Each
+  path yields its map and a C-d embedding; the Variety loss keeps them apart
+  (`ferjax.losses.variety_loss`, computed by the 'jadfer' loss).
+* CB: the 196 map positions as tokens, projected to `width`, a class token,
+  learned position embeddings, then `depth` pre-norm transformer blocks
+  whose self attention is `ferjax.layers.jad_attention.JADAttention`
+  (TransFER's encoder: width 768, depth 8, 8 heads, MLP ratio 3, no qkv
+  bias, LayerNorm eps 1e-6).
+* SCI: the N path embeddings, projected to `width`, query CB's normalised
+  tokens in `sci_depth` pre-norm cross-attention blocks with JAD (and an
+  MLP). With `joint='rollout'` the cross attention's joint map continues
+  CB's rollout.
+* Fusion: the N SCI outputs and CB's class token, concatenated (`fusion=
+  'concat'`, default: keeps every path's evidence) or averaged ('mean'),
+  LayerNorm, then a linear classifier.
+
+Parameter count of the default 7-class model: 73,483,143 (IR-50 stages 1-3
+17,611,968; SB 2,141,888; CB 47,592,192; SCI 6,102,528; fusion and head
+34,567), asserted in tests/test_jadfer.py.
+
+Outputs (float32): 'logits' (B, classes); 'features' (B, F) the fused
+vector before the head; 'sb_maps' (B, N, H, W) and 'sb_embeddings' (B, N, C)
+for the Variety loss. Dropping (JAD's per-sample draws and the encoder's
+dropout) uses the 'dropout' rng stream in training only.
+"""
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from ferjax import models
+from ferjax.layers import jad_attention
+from ferjax.models.backbones import irse
+from ferjax.models.backbones import resnet
+
+Dtype = Any
+
+FUSIONS = ('concat', 'mean')
+# TransFER's encoder LayerNorm eps.
+LN_EPS = 1e-6
+_dense_init = nn.initializers.truncated_normal(0.02)
+
+
+class SpatialPath(nn.Module):
+  """One SB path: DAN's spatial then channel attention on a (B,H,W,C) map.
+
+  Attributes:
+    hidden_ratio: the 1x1 conv's output channels are C // hidden_ratio
+      (DAN: 512 -> 256, i.e. 2).
+    channel_attention: apply DAN's channel attention to the pooled vector.
+    channel_reduction: its bottleneck is C // channel_reduction (DAN: 16).
+    dtype: compute dtype.
+  """
+
+  hidden_ratio: int = 2
+  channel_attention: bool = True
+  channel_reduction: int = 16
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False):
+    """Returns (map (B, H, W), embedding (B, C)), both float32."""
+    channels = x.shape[-1]
+
+    def conv_bn(y, features, kernel, name):
+      pad = tuple((k // 2, k // 2) for k in kernel)
+      y = nn.Conv(features, kernel, padding=pad, dtype=self.dtype, name=name)(y)
+      return resnet.batch_norm(f'{name}_bn', train=train, dtype=self.dtype)(y)
+
+    y = conv_bn(x, channels // self.hidden_ratio, (1, 1), 'conv1x1')
+    y = nn.relu(
+      conv_bn(y, channels, (3, 3), 'conv3x3')
+      + conv_bn(y, channels, (1, 3), 'conv1x3')
+      + conv_bn(y, channels, (3, 1), 'conv3x1')
+    )
+    attention_map = y.astype(jnp.float32).sum(-1)
+    pooled = (x.astype(jnp.float32) * attention_map[..., None]).mean((1, 2))
+    if not self.channel_attention:
+      return attention_map, pooled
+    a = nn.Dense(channels // self.channel_reduction, name='ca_fc1')(pooled)
+    a = resnet.batch_norm('ca_bn', train=train)(a)
+    a = nn.sigmoid(nn.Dense(channels, name='ca_fc2')(nn.relu(a)))
+    return attention_map, pooled * a
+
+
+class Mlp(nn.Module):
+  """Dense -> GELU -> Dense, the transformer blocks' feed-forward."""
+
+  ratio: float
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    width = x.shape[-1]
+    h = nn.Dense(
+      int(width * self.ratio),
+      dtype=self.dtype,
+      kernel_init=_dense_init,
+      name='fc1',
+    )(x)
+    return nn.Dense(
+      width, dtype=self.dtype, kernel_init=_dense_init, name='fc2'
+    )(nn.gelu(h, approximate=False))
+
+
+class JADBlock(nn.Module):
+  """Pre-norm block: x + JAD attention(LN(x)[, kv]); x + MLP(LN(x)).
+
+  Self attention when `kv` is None, else cross attention from x to `kv`
+  (already normalised by the caller).
+  """
+
+  attention: dict
+  mlp_ratio: float
+  dropout: float = 0.0
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x, kv=None, prev_joint=None, train: bool = False):
+    """Returns (x, the attention's joint map)."""
+    drop = nn.Dropout(self.dropout, deterministic=not train)
+    h = nn.LayerNorm(LN_EPS, dtype=self.dtype, name='norm1')(x)
+    h, joint = jad_attention.JADAttention(
+      dtype=self.dtype, name='attention', **self.attention
+    )(h, kv, prev_joint=prev_joint, train=train)
+    x = x + drop(h)
+    h = nn.LayerNorm(LN_EPS, dtype=self.dtype, name='norm2')(x)
+    x = x + drop(Mlp(self.mlp_ratio, self.dtype, name='mlp')(h))
+    return x, joint
+
+
+class JADFER(nn.Module):
+  """JADFER; the module docstring gives the design and its sources.
+
+  Attributes:
+    num_classes: expression classes.
+    num_layers: IR backbone depth (50).
+    backbone_mode: 'ir' or 'ir_se'.
+    num_paths: SB paths N (4, DAN).
+    path_hidden_ratio: SB 1x1 conv reduction (2, DAN).
+    channel_attention: DAN's channel attention in each path.
+    width: CB/SCI token width (768, TransFER).
+    depth: CB encoder blocks (8, TransFER).
+    sci_depth: SCI cross-attention blocks (1).
+    num_heads: attention heads (8, TransFER).
+    mlp_ratio: MLP hidden width / token width (3, TransFER).
+    qkv_bias: bias in q, k, v (False, TransFER).
+    rho: JAD's dropped fraction of keys per query (0.1).
+    drop_prob: JAD's per-sample drop probability in training (0.5).
+    joint: JAD's joint map, 'mean' over heads or 'rollout' across layers.
+    mask_at: JAD masks 'logits' (DropKey) or 'weights'.
+    dropout: dropout after attention and MLP in the blocks (0, TransFER).
+    fusion: 'concat' or 'mean' of the SCI outputs and CB's class token.
+    dtype: compute dtype; parameters and outputs stay float32.
+    pixel_mean: input normalisation (face.evoLVe's 0.5).
+    pixel_std: input normalisation (face.evoLVe's 0.5).
+  """
+
+  num_classes: int = 7
+  num_layers: int = 50
+  backbone_mode: str = 'ir'
+  num_paths: int = 4
+  path_hidden_ratio: int = 2
+  channel_attention: bool = True
+  width: int = 768
+  depth: int = 8
+  sci_depth: int = 1
+  num_heads: int = 8
+  mlp_ratio: float = 3.0
+  qkv_bias: bool = False
+  rho: float = 0.1
+  drop_prob: float = 0.5
+  joint: str = 'mean'
+  mask_at: str = 'logits'
+  dropout: float = 0.0
+  fusion: str = 'concat'
+  dtype: Dtype = jnp.float32
+  pixel_mean: tuple[float, ...] | None = irse.PIXEL_MEAN
+  pixel_std: tuple[float, ...] | None = irse.PIXEL_STD
+
+  def _check(self) -> None:
+    jad_attention.check_fields(
+      self.joint, self.mask_at, self.rho, self.drop_prob, owner='JADFER'
+    )
+    if self.fusion not in FUSIONS:
+      raise ValueError(f'JADFER fusion={self.fusion!r}; use one of {FUSIONS}.')
+    if self.num_paths < 1 or self.depth < 1 or self.sci_depth < 1:
+      raise ValueError(
+        f'JADFER needs num_paths, depth and sci_depth >= 1; got '
+        f'{self.num_paths}, {self.depth}, {self.sci_depth}.'
+      )
+    if self.width % self.num_heads:
+      raise ValueError(
+        f'JADFER width={self.width} must be divisible by num_heads='
+        f'{self.num_heads}.'
+      )
+
+  def _block(self, name: str) -> JADBlock:
+    attention = dict(
+      num_heads=self.num_heads,
+      qkv_bias=self.qkv_bias,
+      rho=self.rho,
+      drop_prob=self.drop_prob,
+      joint=self.joint,
+      mask_at=self.mask_at,
+    )
+    return JADBlock(
+      attention, self.mlp_ratio, self.dropout, self.dtype, name=name
+    )
+
+  @nn.compact
+  def __call__(
+    self, images: jax.Array, train: bool = False
+  ) -> dict[str, jax.Array]:
+    """Classifies (B, H, W, 3) images in [0, 1] (112 px as designed)."""
+    self._check()
+    fmap = irse.IRTrunk(
+      num_layers=self.num_layers,
+      mode=self.backbone_mode,
+      stages=3,
+      dtype=self.dtype,
+      pixel_mean=self.pixel_mean,
+      pixel_std=self.pixel_std,
+      name='backbone',
+    )(images, train)
+    x = fmap.astype(self.dtype)
+
+    # SB: N parallel paths, each a map and an embedding.
+    paths = [
+      SpatialPath(
+        self.path_hidden_ratio,
+        self.channel_attention,
+        dtype=self.dtype,
+        name=f'sb_path_{i}',
+      )(x, train)
+      for i in range(self.num_paths)
+    ]
+    sb_maps = jnp.stack([m for m, _ in paths], axis=1)
+    sb_embeddings = jnp.stack([e for _, e in paths], axis=1)
+
+    # CB: tokens, class token and positions, then JAD self attention.
+    batch, height, width, channels = x.shape
+    tokens = nn.Dense(self.width, kernel_init=_dense_init, name='cb_embed')(
+      x.reshape(batch, height * width, channels)
+    )
+    cls = self.param('cb_cls', _dense_init, (1, 1, self.width))
+    tokens = jnp.concatenate([jnp.tile(cls, (batch, 1, 1)), tokens], axis=1)
+    pos = self.param('cb_pos', _dense_init, (1, tokens.shape[1], self.width))
+    tokens = (tokens + pos).astype(self.dtype)
+    joint = None
+    for i in range(self.depth):
+      tokens, joint = self._block(f'cb_block_{i}')(
+        tokens, prev_joint=joint, train=train
+      )
+    tokens = nn.LayerNorm(LN_EPS, dtype=self.dtype, name='cb_norm')(tokens)
+
+    # SCI: path embeddings query CB's tokens.
+    queries = nn.Dense(self.width, kernel_init=_dense_init, name='sci_embed')(
+      sb_embeddings
+    ).astype(self.dtype)
+    for i in range(self.sci_depth):
+      queries, _ = self._block(f'sci_block_{i}')(
+        queries, tokens, prev_joint=joint, train=train
+      )
+
+    # Fusion and classifier.
+    parts = jnp.concatenate([queries, tokens[:, :1]], axis=1)
+    if self.fusion == 'concat':
+      fused = parts.reshape(batch, -1)
+    else:
+      fused = parts.mean(1)
+    fused = nn.LayerNorm(LN_EPS, name='fuse_norm')(fused.astype(jnp.float32))
+    logits = nn.Dense(self.num_classes, kernel_init=_dense_init, name='head')(
+      fused
+    )
+    return {
+      'logits': logits.astype(jnp.float32),
+      'features': fused,
+      'sb_maps': sb_maps,
+      'sb_embeddings': sb_embeddings.astype(jnp.float32),
+    }
+
+
+models.register('jadfer')(JADFER)
