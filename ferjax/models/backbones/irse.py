@@ -72,29 +72,8 @@ PIXEL_STD = (0.5, 0.5, 0.5)
 kernel_init = nn.initializers.xavier_uniform()
 
 
-def conv(
-  features: int,
-  kernel_size: int,
-  name: str,
-  *,
-  strides: int = 1,
-  dtype: Dtype = jnp.float32,
-) -> nn.Conv:
-  """A bias-free square conv with torch's `padding=kernel_size // 2`.
-
-  `resnet.conv` with face.evoLVe's xavier init instead of torchvision's.
-  """
-  pad = kernel_size // 2
-  return nn.Conv(
-    features,
-    (kernel_size, kernel_size),
-    strides=(strides, strides),
-    padding=((pad, pad), (pad, pad)),
-    use_bias=False,
-    dtype=dtype,
-    kernel_init=kernel_init,
-    name=name,
-  )
+# A bias-free square conv with face.evoLVe's xavier init.
+conv = functools.partial(resnet.conv, kernel_init=kernel_init)
 
 
 class PReLU(nn.Module):

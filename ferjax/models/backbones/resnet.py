@@ -95,8 +95,12 @@ def conv(
   *,
   strides: int = 1,
   dtype: Dtype = jnp.float32,
+  kernel_init: nn.initializers.Initializer | None = None,
 ) -> nn.Conv:
-  """A bias-free square conv with PyTorch's `padding=kernel_size // 2`."""
+  """A bias-free square conv with PyTorch's `padding=kernel_size // 2`.
+
+  `kernel_init` defaults to torchvision's ResNet init (`conv_kernel_init`).
+  """
   pad = kernel_size // 2
   return nn.Conv(
     features,
@@ -105,7 +109,7 @@ def conv(
     padding=((pad, pad), (pad, pad)),
     use_bias=False,
     dtype=dtype,
-    kernel_init=conv_kernel_init,
+    kernel_init=kernel_init or conv_kernel_init,
     name=name,
   )
 
