@@ -7,6 +7,7 @@ import pytest
 from ferjax import losses
 from ferjax import models
 from ferjax.data import datasets
+from tests import config_helpers
 
 # config module -> (data.name, data.config, eval split, classes, lr,
 # StepLR period, StepLR factor, epochs, batch), from MA-Net's official logs.
@@ -134,15 +135,4 @@ def _manet_missing() -> str:
 
 @pytest.mark.skipif(bool(_manet_missing()), reason=_manet_missing())
 def test_manet_rafdb_smoke_trains(smoke_data_dir, tmp_path):
-  from ferjax import train
-
-  config = _config('manet_rafdb', 'smoke')
-  config.data.data_dir = smoke_data_dir
-  config.data.auto_build = False
-  config.checkpoint.async_save = False
-  config.lock()
-  results = train.train_and_evaluate(config, str(tmp_path))
-  assert results['final']['step'] == 3
-  assert 0.0 <= results['final']['war'] <= 1.0
-  assert (tmp_path / 'checkpoints' / '3').is_dir()
-  assert (tmp_path / 'results.json').is_file()
+  config_helpers.train_smoke('manet_rafdb', smoke_data_dir, tmp_path)

@@ -7,6 +7,7 @@ import pytest
 
 from configs import mfer_common
 from ferjax.data import datasets
+from tests import config_helpers
 
 # config module -> (data.name, data.config, classes, sampling, paper WAR).
 RECIPES = {
@@ -79,15 +80,6 @@ def test_smoke_config_is_tiny_and_synthetic(name):
 
 
 def test_mfer_rafdb_smoke_trains(smoke_data_dir, tmp_path):
-  from ferjax import train
-
-  config = _module('mfer_rafdb').get_config('smoke')
-  config.data.data_dir = smoke_data_dir
-  config.data.auto_build = False
-  config.checkpoint.async_save = False
-  config.lock()
-  results = train.train_and_evaluate(config, str(tmp_path))
-  assert results['final']['step'] == 3
-  assert 0.0 <= results['final']['war'] <= 1.0
+  config_helpers.train_smoke('mfer_rafdb', smoke_data_dir, tmp_path)
   metrics = (tmp_path / 'metrics.jsonl').read_text()
   assert 'train/loss_dsf' in metrics and 'train/loss_heads' in metrics

@@ -1,0 +1,26 @@
+r"""JADFER (TAFFC 2024) on AffectNet, 7 classes.
+
+  python run.py --config=configs/jadfer_affectnet7.py --workdir=runs/jadfer_affectnet7
+  python run.py --config=configs/jadfer_affectnet7.py:smoke --workdir=/tmp/smoke
+
+Paper: no number is public (the abstract gives none, and the paper's tables
+were not available); compare against MA-Net and MFER on the same split.
+Recipe: configs/jadfer_common.py (TransFER-like: 112 px, flip, RandAugment
+lite, random erasing; SGD 1e-3, batch 64), starting from the MS-Celeb IR-50
+at weights/ir50.pth.
+
+AffectNet trains class-balanced (`config.data.sampling`) for 10 epochs, as DAN's
+AffectNet runs, the learning rate dropping at epochs 4 and 8.
+"""
+
+from configs import jadfer_common
+
+
+def get_config(arg=None):
+  return jadfer_common.jadfer_config(
+    arg,
+    dataset='affectnet',
+    dataset_config='7class',
+    num_epochs=10,
+    milestones=(4, 8),
+  )

@@ -1,0 +1,119 @@
+"""The JADFER training recipe shared by the per-dataset configs.
+
+JADFER (Gao et al., IEEE TAFFC 2024) published neither code nor training
+details, so the recipe follows TransFER (ICCV 2021), its closest predecessor
+with a public configuration (papers.md §3), everywhere it says something:
+
+  input: 112 px faces (IR-50's input), face.evoLVe's 0.5/0.5 normalisation.
+  augment: random crop (RandomResizedCrop scale 0.8-1, as APViT), flip,
+    RandAugment with 2 ops, and random erasing (p 0.5, area 0.02-0.4,
+    aspect 0.3-3.3, TransFER's). RandAugment is "lite": the ops that keep
+    an expression legible (`ferjax.data.augment_config.RANDAUGMENT_LITE_OPS`:
+    no posterize, solarize, equalize or shear), at magnitude 9 of 31
+    (torchvision's default; TransFER's PaddleClas magnitude 5 reaches other
+    strengths).
+  optimizer: SGD, momentum 0.9, weight decay 1e-4 (TransFER's L2), batch 64,
+    40 epochs, learning rate 1e-3 (TransFER's `learning_rate`) divided by 10
+    at epochs 15 and 30 (TransFER's piecewise decay epochs).
+  init: the MS-Celeb-1M IR-50 (`weights/ir50.pth`); everything after the
+    backbone starts fresh.
+  loss: CE + 1.0 x Variety (DAN's partition loss on the paths' embeddings).
+  model selection: best test accuracy (WAR), as every FER paper.
+
+`jadfer_config` returns the full config; `:smoke` trains a narrow JADFER for
+three steps on synthetic_fer/smoke for the tests.
+"""
+
+import ml_collections
+
+from configs import common
+from ferjax.data import augment_config
+from ferjax.data import datasets
+
+IR50 = 'weights/ir50.pth'
+
+
+def jadfer_config(
+  arg: str | None,
+  *,
+  dataset: str,
+  dataset_config: str = '',
+  num_epochs: int = 40,
+  milestones: tuple[int, ...] = (15, 30),
+) -> ml_collections.ConfigDict:
+  """JADFER on `dataset` with the TransFER-like recipe.
+
+  Args:
+    arg: the text after `:` in --config (`smoke` or nothing).
+    dataset: the TFDS builder name; classes, splits and sampling come from
+      `ferjax.data.datasets`.
+    dataset_config: its builder config, e.g. '7class'.
+    num_epochs: training epochs.
+    milestones: epochs at which the learning rate drops 10x.
+
+  Returns:
+    The unlocked config; run.py locks it.
+  """
+  arg = common.parse_arg(arg, smoke=False)
+  config = datasets.set_dataset(common.base_config(), dataset, dataset_config)
+
+  config.augment.size = 112
+  config.augment.crop_scale = (0.8, 1.0)
+  config.augment.crop_ratio = (3 / 4, 4 / 3)
+  config.augment.rotation = 0.0
+  config.augment.flip = 0.5
+  config.augment.randaugment_ops = 2
+  config.augment.randaugment_magnitude = 9
+  config.augment.randaugment_ops_list = augment_config.RANDAUGMENT_LITE_OPS
+  config.augment.erasing_prob = 0.5
+  config.augment.erasing_scale = (0.02, 0.4)
+  config.augment.erasing_ratio = (0.3, 1 / 0.3)
+  config.augment.eval_resize = 'resize'
+
+  config.model.name = 'jadfer'
+  config.model.num_paths = 4
+  config.model.width = 768
+  config.model.depth = 8
+  config.model.sci_depth = 1
+  config.model.num_heads = 8
+  config.model.mlp_ratio = 3.0
+  config.model.rho = 0.1
+  config.model.drop_prob = 0.5
+  config.model.joint = 'mean'
+  config.model.mask_at = 'logits'
+  config.model.fusion = 'concat'
+
+  config.loss.name = 'jadfer'
+  config.loss.label_smoothing = 0.0
+  config.loss.variety = 'partition'
+  config.loss.variety_weight = 1.0
+  config.loss.variety_on = 'embeddings'
+
+  config.optimizer.name = 'sgd'
+  config.optimizer.momentum = 0.9
+  config.optimizer.weight_decay = 1e-4
+  config.optimizer.weight_decay_on = 'all'
+  config.schedule.name = 'step'
+  config.schedule.unit = 'epoch'
+  config.schedule.base_lr = 1e-3
+  config.schedule.milestones = milestones
+  config.schedule.gamma = 0.1
+  config.schedule.warmup_epochs = 0.0
+
+  config.batch_size = 64
+  config.eval_batch_size = 256
+  config.num_epochs = float(num_epochs)
+  config.log_every_steps = 100
+  config.eval_every_epochs = 1.0
+  config.best_metric = 'war'
+  config.checkpoint.every_steps = 2000
+  config.init_from = IR50
+
+  if arg.smoke:
+    common.smoke(config)
+    config.model.width = 32
+    config.model.depth = 1
+    config.model.num_heads = 2
+    config.model.num_paths = 2
+    config.model.mlp_ratio = 2.0
+  return config
