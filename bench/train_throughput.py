@@ -7,7 +7,7 @@ r"""Training-step img/s of a model in ferjax and, if torch is there, PyTorch.
 
 The ferjax side is the real jitted train step (`ferjax.train.train_step`
 with the model, loss and optimizer of the model's paper config:
-configs/manet_rafdb.py, configs/mfer_rafdb.py) on a random uint8 batch. The
+configs/{jadfer,manet,mfer}_rafdb.py) on a random uint8 batch. The
 PyTorch side, when torch is importable, runs the hand-written PyTorch model
 of the parity tests through the same step: forward, the same kind of loss
 (beta-weighted heads for MA-Net, label-smoothed CE on each head for MFER),
@@ -32,12 +32,12 @@ sys.path.insert(0, '.')
 from bench import common as bench_common  # noqa: E402
 from configs import common  # noqa: E402
 
-MODELS = ('manet', 'mfer', 'resnet18')
+MODELS = ('jadfer', 'manet', 'mfer', 'resnet18')
 
 
 def make_config(model: str, batch: int, size: int, dtype: str = 'float32'):
   """The model's training config at the benchmark's batch, size and dtype."""
-  if model in ('manet', 'mfer'):
+  if model in ('jadfer', 'manet', 'mfer'):
     config = importlib.import_module(f'configs.{model}_rafdb').get_config('')
     config.init_from = ''
   else:
