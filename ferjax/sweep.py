@@ -1,0 +1,193 @@
+r"""Runs one config over folds and seeds, then tables WAR and UAR.
+
+  python -m ferjax.sweep --config=configs/gcsa_dfew.py \
+      --workdir=runs/gcsa_dfew --folds=all
+  python -m ferjax.sweep --config=configs/mfer_rafdb.py \
+      --workdir=runs/mfer_rafdb_seeds --seeds=0,1,2
+
+Each (fold, seed) trains in `<workdir>/<fold>_seed<seed>` with
+`config.data.config` set to the fold and `config.seed` to the seed; `--folds`
+takes builder configs (`all`: every config whose name starts with 'fold' in
+the dataset's spec, e.g. DFEW's fold1..fold5; empty: the config's own).
+A finished run (its results.json exists) is not trained again, and an
+unfinished one resumes from its checkpoint, so rerunning the command
+continues the sweep. Other `--config.*` overrides apply to every run.
+
+The table (`<workdir>/sweep.md`, and `sweep.json` with every number) has one
+row per run with the best-checkpoint and final WAR (accuracy) and UAR (mean
+class recall), then the mean ± sample standard deviation over runs; DFEW's
+protocol reports the mean over its five folds.
+"""
+
+import dataclasses
+import json
+import os
+import statistics
+from collections.abc import Callable
+from collections.abc import Sequence
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from ferjax import writers
+from ferjax.data import datasets
+
+METRICS = ('best_war', 'best_uar', 'final_war', 'final_uar')
+
+
+@dataclasses.dataclass(frozen=True)
+class Run:
+  """One run of a sweep: a fold (builder config) and a seed."""
+
+  fold: str | None
+  seed: int
+
+  @property
+  def name(self) -> str:
+    return f'{self.fold or "default"}_seed{self.seed}'
+
+
+def expand_folds(dataset: str, folds: str) -> list[str | None]:
+  """`--folds` text -> builder configs; '' keeps the config's own."""
+  if not folds:
+    return [None]
+  if folds == 'all':
+    names = [
+      c for c in datasets.spec(dataset).configs if str(c).startswith('fold')
+    ]
+    if not names:
+      raise ValueError(
+        f'--folds=all: dataset {dataset!r} has no fold configs; its configs '
+        f'are {list(datasets.spec(dataset).configs)}.'
+      )
+    return names
+  return [f.strip() for f in folds.split(',') if f.strip()]
+
+
+def plan(folds: Sequence[str | None], seeds: Sequence[int]) -> list[Run]:
+  """Every (fold, seed) pair, folds outermost."""
+  return [Run(f, s) for f in folds for s in seeds]
+
+
+def row(run: Run, results: dict) -> dict:
+  """A table row from a run's results.json contents."""
+  return {
+    'run': run.name,
+    'fold': run.fold,
+    'seed': run.seed,
+    'best_war': results['best']['war'],
+    'best_uar': results['best']['uar'],
+    'final_war': results['final']['war'],
+    'final_uar': results['final']['uar'],
+  }
+
+
+def aggregate(rows: Sequence[dict]) -> dict:
+  """Mean and sample standard deviation (0 for one run) of each metric."""
+  summary = {}
+  for m in METRICS:
+    values = [r[m] for r in rows]
+    summary[m] = {
+      'mean': statistics.fmean(values),
+      'std': statistics.stdev(values) if len(values) > 1 else 0.0,
+    }
+  return summary
+
+
+def markdown(rows: Sequence[dict], summary: dict) -> str:
+  """The table in percent, one row per run and a mean ± std row."""
+  header = '| run | best WAR | best UAR | final WAR | final UAR |'
+  lines = [header, '|---|---|---|---|---|']
+  for r in rows:
+    cells = ' | '.join(f'{100 * r[m]:.2f}' for m in METRICS)
+    lines.append(f'| {r["run"]} | {cells} |')
+  cells = ' | '.join(
+    f'{100 * summary[m]["mean"]:.2f} ± {100 * summary[m]["std"]:.2f}'
+    for m in METRICS
+  )
+  lines.append(f'| mean ± std ({len(rows)} runs) | {cells} |')
+  return '\n'.join(lines) + '\n'
+
+
+def _results_of(workdir: str) -> dict | None:
+  path = os.path.join(workdir, 'results.json')
+  if not os.path.exists(path):
+    return None
+  with open(path) as f:
+    return json.load(f)
+
+
+def sweep(
+  config,
+  workdir: str,
+  runs: Sequence[Run],
+  train_fn: Callable[..., dict],
+) -> dict:
+  """Trains every run that has no results yet, then writes the table.
+
+  Args:
+    config: the base config (unlocked copies are made per run).
+    workdir: the sweep's folder; each run gets a subfolder.
+    runs: the (fold, seed) pairs.
+    train_fn: `ferjax.train.train_and_evaluate` or a stand-in.
+
+  Returns:
+    {'rows': [...], 'summary': {...}}, as written to sweep.json.
+  """
+  rows = []
+  for run in runs:
+    run_dir = os.path.join(workdir, run.name)
+    results = _results_of(run_dir)
+    if results is None:
+      run_config = config.copy_and_resolve_references()
+      with run_config.unlocked():
+        if run.fold is not None:
+          run_config.data.config = run.fold
+        run_config.seed = run.seed
+      logging.info('Sweep run %s in %s', run.name, run_dir)
+      results = train_fn(run_config, run_dir)
+    rows.append(row(run, results))
+  summary = aggregate(rows)
+  table = {'rows': rows, 'summary': summary}
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, 'sweep.json'), 'w') as f:
+    json.dump(table, f, indent=2)
+  with open(os.path.join(workdir, 'sweep.md'), 'w') as f:
+    f.write(markdown(rows, summary))
+  return table
+
+
+def _define_flags() -> None:
+  """Flags of the command line (only there: importing defines none)."""
+  config_flags.DEFINE_config_file(
+    'config', None, 'Config file, e.g. configs/gcsa_dfew.py.', lock_config=True
+  )
+  flags.DEFINE_string('workdir', None, 'The sweep folder.')
+  flags.DEFINE_string(
+    'folds', '', "Builder configs, comma-separated, or 'all'."
+  )
+  flags.DEFINE_list('seeds', ['0'], 'Seeds, comma-separated.')
+  flags.mark_flags_as_required(['config', 'workdir'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+  from ferjax import train  # noqa: PLC0415  (heavy; flags parse first)
+
+  logging.set_verbosity(logging.INFO)
+  writers.quiet_library_logs()
+  config = flags.FLAGS.config
+  folds = expand_folds(config.data.name, flags.FLAGS.folds)
+  seeds = [int(s) for s in flags.FLAGS.seeds]
+  table = sweep(
+    config, flags.FLAGS.workdir, plan(folds, seeds), train.train_and_evaluate
+  )
+  print(markdown(table['rows'], table['summary']), end='')
+
+
+if __name__ == '__main__':
+  _define_flags()
+  app.run(main)
