@@ -50,10 +50,16 @@ class DatasetSpec:
     return next(iter(self.configs))
 
 
+# DFEW's five official folds, with frames as shipped, then at 112 px.
+_DFEW_CONFIGS = tuple(
+  f'fold{k}{size}' for size in ('', '_112') for k in range(1, 6)
+)
+
 SPECS: dict[str, DatasetSpec] = {
-  # Procedural faces; needs no download (tfds_builders/synthetic_fer).
+  # Procedural faces; needs no download (tfds_builders/synthetic_fer). The
+  # clip configs hold short clips in the video datasets' layout (`frames`).
   'synthetic_fer': DatasetSpec(
-    configs={'112': 7, '64': 7, 'smoke': 7},
+    configs={'112': 7, '64': 7, 'smoke': 7, 'clip': 7, 'clip_smoke': 7},
     splits=('train', 'test'),
     input_size=112,
   ),
@@ -80,6 +86,19 @@ SPECS: dict[str, DatasetSpec] = {
     configs={None: 7}, splits=('train', 'validation'), eval_split='validation'
   ),
   'caer_s': DatasetSpec(configs={None: 7}, splits=('train', 'test')),
+  # Video clips (`frames`). DFEW: one config per fold; papers report the
+  # mean over the five. Video FER recipes (Former-DFER, IAL, M3DFEL) train
+  # at 112 px.
+  'dfew': DatasetSpec(
+    configs=dict.fromkeys(_DFEW_CONFIGS, 7),
+    splits=('train', 'test'),
+    input_size=112,
+  ),
+  'ferv39k': DatasetSpec(
+    configs={'default': 7, '112': 7},
+    splits=('train', 'test'),
+    input_size=112,
+  ),
 }
 
 

@@ -1,0 +1,1 @@
+"""dfew: Dynamic Facial Expressions in the Wild, single-labelled clips."""

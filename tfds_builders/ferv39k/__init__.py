@@ -1,0 +1,1 @@
+"""ferv39k: FERV39K multi-scene video clips, face crops."""
