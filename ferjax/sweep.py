@@ -7,8 +7,9 @@ r"""Runs one config over folds and seeds, then tables WAR and UAR.
 
 Each (fold, seed) trains in `<workdir>/<fold>_seed<seed>` with
 `config.data.config` set to the fold and `config.seed` to the seed; `--folds`
-takes builder configs (`all`: every config whose name starts with 'fold' in
-the dataset's spec, e.g. DFEW's fold1..fold5; empty: the config's own).
+takes builder configs (`all`: the dataset's `fold<k>` configs, e.g. DFEW's
+fold1..fold5, or fold1_112..fold5_112 for a config on the 112 px build;
+empty: the config's own).
 A finished run (its results.json exists) is not trained again, and an
 unfinished one resumes from its checkpoint, so rerunning the command
 continues the sweep. Other `--config.*` overrides apply to every run.
@@ -22,6 +23,7 @@ protocol reports the mean over its five folds.
 import dataclasses
 import json
 import os
+import re
 import statistics
 from collections.abc import Callable
 from collections.abc import Sequence
@@ -49,18 +51,28 @@ class Run:
     return f'{self.fold or "default"}_seed{self.seed}'
 
 
-def expand_folds(dataset: str, folds: str) -> list[str | None]:
-  """`--folds` text -> builder configs; '' keeps the config's own."""
+def expand_folds(
+  dataset: str, folds: str, current: str | None = None
+) -> list[str | None]:
+  """`--folds` text -> builder configs; '' keeps the config's own.
+
+  'all' takes the dataset's `fold<k>` configs that share the current
+  config's suffix (DFEW: `fold1`..`fold5`, or `fold1_112`..`fold5_112` when
+  the config reads the 112 px build).
+  """
   if not folds:
     return [None]
   if folds == 'all':
+    configs = [str(c) for c in datasets.spec(dataset).configs]
+    match = re.fullmatch(r'fold\d+(.*)', current or '')
+    suffix = match.group(1) if match else ''
     names = [
-      c for c in datasets.spec(dataset).configs if str(c).startswith('fold')
+      c for c in configs if re.fullmatch(rf'fold\d+{re.escape(suffix)}', c)
     ]
     if not names:
       raise ValueError(
         f'--folds=all: dataset {dataset!r} has no fold configs; its configs '
-        f'are {list(datasets.spec(dataset).configs)}.'
+        f'are {configs}.'
       )
     return names
   return [f.strip() for f in folds.split(',') if f.strip()]
@@ -180,7 +192,9 @@ def main(argv):
   logging.set_verbosity(logging.INFO)
   writers.quiet_library_logs()
   config = flags.FLAGS.config
-  folds = expand_folds(config.data.name, flags.FLAGS.folds)
+  folds = expand_folds(
+    config.data.name, flags.FLAGS.folds, config.data.get('config')
+  )
   seeds = [int(s) for s in flags.FLAGS.seeds]
   table = sweep(
     config, flags.FLAGS.workdir, plan(folds, seeds), train.train_and_evaluate
