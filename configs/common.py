@@ -81,6 +81,21 @@ def base_config() -> ml_collections.ConfigDict:
 
   config.augment = augment.default_config()
 
+  # Video clips (ferjax.data.clips): each example is `segments` (U) runs of
+  # `frames_per_segment` (V) consecutive frames of its 'frames' feature, TSN
+  # sampled (a random run per segment in training, the centre one in
+  # evaluation) and augmented with one draw per clip; batches are then
+  # (b, U*V, size, size, 3). IAL: U=16, V=1; Former-DFER: U=8, V=2.
+  config.clip = ml_collections.ConfigDict()
+  config.clip.segments = 0  # U; 0: static images, the pipeline is unchanged.
+  config.clip.frames_per_segment = 1  # V.
+  # Clips shorter than U*V frames: 'loop' repeats them until long enough
+  # (DFEW's official loader); 'drop' removes them from the train and eval
+  # splits before shuffling (IAL and Former-DFER drop < 16 frames). 'loop'
+  # is the default because it keeps every clip, so WAR/UAR are measured on
+  # the whole official test set, and FERV39K (8-47 frames) loses no clips.
+  config.clip.short = 'loop'
+
   config.model = ml_collections.ConfigDict()
   config.model.name = 'resnet18'
   config.model.dtype = 'float32'  # Compute dtype; 'bfloat16' on GPU/TPU.

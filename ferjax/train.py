@@ -63,9 +63,32 @@ def create_model(config: ml_collections.ConfigDict):
   return models.get_model(name, **fields)
 
 
-def init_state(rng, *, model, tx, image_size: int) -> TrainState:
-  """A fresh train state (pure; jitted with the state's shardings)."""
-  images = jnp.zeros((1, image_size, image_size, 3), jnp.float32)
+def model_input_shape(config: ml_collections.ConfigDict) -> tuple[int, ...]:
+  """One example's model input: (1, U*V, S, S, 3) for clips, else (1, S, S, 3).
+
+  S is `config.augment.size`; U*V the frames of a clip (`config.clip`).
+  """
+  size = config.augment.size
+  clip = pipeline.clip_config(config)
+  frames = (clip.length,) if clip else ()
+  return (1, *frames, size, size, 3)
+
+
+def init_state(
+  rng,
+  *,
+  model,
+  tx,
+  image_size: int = 0,
+  input_shape: tuple[int, ...] = (),
+) -> TrainState:
+  """A fresh train state (pure; jitted with the state's shardings).
+
+  The model is initialised on zeros of `input_shape` (`model_input_shape`),
+  or of (1, image_size, image_size, 3) when only `image_size` is given.
+  """
+  shape = input_shape or (1, image_size, image_size, 3)
+  images = jnp.zeros(shape, jnp.float32)
   variables = model.init({'params': rng, 'dropout': rng}, images, train=False)
   params = variables.pop('params')
   return TrainState(
@@ -294,7 +317,7 @@ def build_trainable(
   schedule = optim.make_schedule(config.schedule, steps_per_epoch, total_steps)
   tx = optim.make_optimizer(config.optimizer, schedule)
   init = functools.partial(
-    init_state, model=model, tx=tx, image_size=config.augment.size
+    init_state, model=model, tx=tx, input_shape=model_input_shape(config)
   )
   abstract = jax.eval_shape(init, init_rng)
   state_sharding = sharding.state_shardings(abstract, mesh, config.sharding)

@@ -15,11 +15,14 @@ are one `cv2.warpAffine` (or one `cv2.resize` when there is no rotation); see
 
 Parse a config once with `parse_config` and pass the result to
 `train_transform` / `eval_transform`: both accept a mapping too, but then
-validate it on every call.
+validate it on every call. `train_transform` is `sample_train_params` (every
+random draw) then `apply_train_params` (no randomness), so one draw can
+augment all the frames of a video clip alike (`ferjax.data.clips`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
 
@@ -46,6 +49,9 @@ __all__ = [
   'sample_color_jitter',
   'sample_erase',
   'erase',
+  'TrainParams',
+  'sample_train_params',
+  'apply_train_params',
   'train_transform',
   'eval_transform',
 ]
@@ -348,7 +354,7 @@ def sample_erase(
 def erase(
   image: np.ndarray,
   box: Box,
-  value: str | int | tuple[int, int, int],
+  value: str | int | tuple[int, int, int] | np.ndarray,
   rng: np.random.Generator | None = None,
 ) -> np.ndarray:
   """Returns a copy of an (H, W, C) image with `box` filled with `value`.
@@ -357,7 +363,8 @@ def erase(
     image: uint8 (H, W, C) image.
     box: (top, left, height, width) of the rectangle.
     value: 'random' for uniform noise in [0, 255] per pixel and channel, an
-      int for every channel, or one int per channel.
+      int for every channel, one int per channel, or a uint8 (h, w, C)
+      array of the box's size (e.g. noise drawn beforehand).
     rng: source of the noise; needed only for value='random'.
 
   Returns:
@@ -398,16 +405,154 @@ def _to_rgb(image: np.ndarray) -> np.ndarray:
   return np.ascontiguousarray(image)
 
 
+@dataclasses.dataclass(frozen=True)
+class TrainParams:
+  """One draw of every random choice that `train_transform` makes.
+
+  `sample_train_params` draws it; `apply_train_params` applies it to any
+  number of images of the drawn size, e.g. every frame of a video clip.
+
+  Attributes:
+    image_shape: (height, width) of the images the draw is for.
+    box: the crop, (top, left, height, width).
+    angle: rotation in degrees, counter-clockwise positive.
+    flip: whether to flip horizontally.
+    rand_augment: RandAugment's (op name, signed magnitude) pairs, in order.
+    color_jitter: the colour jitter's (op, factor) pairs, in order.
+    grayscale: whether to convert to grayscale.
+    erase: the erased rectangle, or None.
+    erase_value: what fills it: an int, an (r, g, b) triple or, for
+      erasing_value='random', the noise itself.
+  """
+
+  image_shape: tuple[int, int]
+  box: Box
+  angle: float
+  flip: bool
+  rand_augment: tuple[tuple[str, float], ...]
+  color_jitter: tuple[
+    tuple[Callable[[np.ndarray, float], np.ndarray], float], ...
+  ]
+  grayscale: bool
+  erase: Box | None
+  erase_value: int | tuple[int, int, int] | np.ndarray
+
+
+def sample_train_params(
+  height: int, width: int, rng: np.random.Generator, cfg: Config | AugmentConfig
+) -> TrainParams:
+  """Draws every random choice of `train_transform` for one image size.
+
+  The draws are those `train_transform` makes, in the same order: the
+  flip, jitter, grayscale and erasing coin tosses are drawn whatever their
+  probability, so changing one probability leaves the earlier ops' draws
+  unchanged; RandAugment draws nothing while randaugment_ops is 0.
+
+  Args:
+    height: image height in pixels.
+    width: image width in pixels.
+    rng: the only source of randomness.
+    cfg: config mapping or the `parse_config` result (faster).
+
+  Returns:
+    The parameters, for `apply_train_params`.
+  """
+  c = parse_config(cfg)
+  box = sample_crop(height, width, rng, c.crop_scale, c.crop_ratio)
+  angle = float(rng.uniform(-c.rotation, c.rotation)) if c.rotation else 0.0
+  flip = bool(rng.random() < c.flip)
+  rand_ops = ()
+  if c.randaugment_ops:
+    # Imported here: randaugment builds on this module's colour helpers.
+    from ferjax.data import randaugment
+
+    rand_ops = tuple(
+      randaugment.sample_rand_augment(
+        rng,
+        c.randaugment_ops,
+        c.randaugment_magnitude,
+        c.randaugment_bins,
+        c.randaugment_ops_list,
+        c.size,
+        c.size,
+      )
+    )
+  jitter = ()
+  if c.color_jitter and rng.random() < c.color_jitter_prob:
+    jitter = tuple(
+      sample_color_jitter(rng, c.brightness, c.contrast, c.saturation, c.hue)
+    )
+  grayscale = bool(rng.random() < c.grayscale_prob)
+  erase_box, erase_value = None, c.erasing_value
+  if rng.random() < c.erasing_prob:
+    erase_box = sample_erase(
+      c.size, c.size, rng, c.erasing_scale, c.erasing_ratio
+    )
+    if erase_box is not None and isinstance(erase_value, str):
+      _, _, h, w = erase_box
+      erase_value = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+  return TrainParams(
+    image_shape=(height, width),
+    box=box,
+    angle=angle,
+    flip=flip,
+    rand_augment=rand_ops,
+    color_jitter=jitter,
+    grayscale=grayscale,
+    erase=erase_box,
+    erase_value=erase_value,
+  )
+
+
+def apply_train_params(
+  image: np.ndarray, params: TrainParams, cfg: Config | AugmentConfig
+) -> np.ndarray:
+  """Applies drawn `train_transform` parameters to one image (no randomness).
+
+  Args:
+    image: uint8 (H, W), (H, W, 1) or (H, W, 3) RGB image of the size the
+      parameters were drawn for.
+    params: the `sample_train_params` result.
+    cfg: the config they were drawn with.
+
+  Returns:
+    The uint8 (size, size, 3) augmented image.
+  """
+  c = parse_config(cfg)
+  image = _check_image(image)
+  if image.shape[:2] != params.image_shape:
+    raise ValueError(
+      f'augmentation parameters drawn for a {params.image_shape} image '
+      f'cannot apply to a {image.shape[:2]} image.'
+    )
+  out = resized_crop(image, params.box, c.size, params.angle, c.border)
+  if params.flip:
+    out = cv2.flip(out, 1)
+  out = _to_rgb(out)
+  if params.rand_augment:
+    from ferjax.data import randaugment
+
+    for name, magnitude in params.rand_augment:
+      out = randaugment.apply_op(
+        out, name, magnitude, c.randaugment_interpolation, c.randaugment_fill
+      )
+  for op, factor in params.color_jitter:
+    out = op(out, factor)
+  if params.grayscale:
+    out = to_grayscale(out)
+  if params.erase is not None:
+    out = erase(out, params.erase, params.erase_value)
+  return out
+
+
 def train_transform(
   image: np.ndarray, rng: np.random.Generator, cfg: Config | AugmentConfig
 ) -> np.ndarray:
   """Randomly augments one training image.
 
   Crop + rotation + resize, horizontal flip, RandAugment, colour jitter,
-  grayscale and erasing, each as configured (see `default_config`). The flip,
-  jitter, grayscale and erasing coin tosses are drawn whatever their
-  probability, so changing one probability leaves the earlier ops' draws
-  unchanged; RandAugment draws nothing while randaugment_ops is 0.
+  grayscale and erasing, each as configured (see `default_config`): one
+  `sample_train_params` draw, applied by `apply_train_params`.
 
   Args:
     image: uint8 (H, W), (H, W, 1) or (H, W, 3) RGB image of any size.
@@ -419,31 +564,8 @@ def train_transform(
   """
   c = parse_config(cfg)
   image = _check_image(image)
-  box = sample_crop(
-    image.shape[0], image.shape[1], rng, c.crop_scale, c.crop_ratio
-  )
-  angle = rng.uniform(-c.rotation, c.rotation) if c.rotation else 0.0
-  out = resized_crop(image, box, c.size, angle, c.border)
-  if rng.random() < c.flip:
-    out = cv2.flip(out, 1)
-  out = _to_rgb(out)
-  if c.randaugment_ops:
-    # Imported here: randaugment builds on this module's colour helpers.
-    from ferjax.data import randaugment
-
-    out = randaugment.rand_augment(out, rng, c)
-  if c.color_jitter and rng.random() < c.color_jitter_prob:
-    for op, factor in sample_color_jitter(
-      rng, c.brightness, c.contrast, c.saturation, c.hue
-    ):
-      out = op(out, factor)
-  if rng.random() < c.grayscale_prob:
-    out = to_grayscale(out)
-  if rng.random() < c.erasing_prob:
-    box = sample_erase(c.size, c.size, rng, c.erasing_scale, c.erasing_ratio)
-    if box is not None:
-      out = erase(out, box, c.erasing_value, rng)
-  return out
+  params = sample_train_params(image.shape[0], image.shape[1], rng, c)
+  return apply_train_params(image, params, c)
 
 
 def eval_transform(

@@ -20,6 +20,16 @@ Grayscale images (FERPlus) are repeated to three channels. With
 feature (e.g. FERPlus's vote distribution) as 'target', which the losses
 use in place of the integer label.
 
+With `config.clip.segments` > 0 every example is a video clip instead: U*V
+frames of the record's 'frames' feature, chosen and augmented by
+`ferjax.data.clips` (TSN sampling, one augmentation draw per clip), so
+batches hold uint8 (b, U*V, size, size, 3) clips; the sampling, process
+sharding and padding above are the same. Frames stored as a TFDS
+`Sequence(Image)` stay encoded until chosen, so only the U*V frames an
+example uses are decoded. With `config.clip.short='drop'`, clips shorter
+than U*V frames are removed from the split before it is shuffled or padded
+(the count is logged), so an epoch is every kept clip once.
+
 Images stay uint8 on the host (4x less to transfer); steps convert on device.
 """
 
@@ -32,10 +42,12 @@ import jax
 import ml_collections
 import numpy as np
 import tensorflow_datasets as tfds
+from absl import logging
 from jax.experimental import multihost_utils
 
 from ferjax.data import augment
 from ferjax.data import build as build_lib
+from ferjax.data import clips
 from ferjax.data import datasets
 
 
@@ -47,12 +59,64 @@ def _tfds_name(cfg: ml_collections.ConfigDict) -> str:
   return f'{cfg.name}/{cfg.config}' if cfg.get('config') else cfg.name
 
 
-def data_source(cfg: ml_collections.ConfigDict, split: str):
+class _EncodedFrames(tfds.decode.SkipDecoding):
+  """Leaves the images of a `Sequence(Image)` feature encoded, one per frame.
+
+  TFDS's own SkipDecoding has no NumPy path for sequence features.
+  """
+
+  def decode_batch_example_np(self, serialized_example):
+    return serialized_example
+
+
+def _is_image_sequence(feature) -> bool:
+  return isinstance(feature, tfds.features.Sequence) and isinstance(
+    feature.feature, tfds.features.Image
+  )
+
+
+def _skip_decoders(features, names=('image', 'frames')) -> dict | None:
+  """Decoders that leave the image features among `names` encoded."""
+  decoders = {}
+  for name in set(names) & set(features.keys()):
+    feature = features[name]
+    if _is_image_sequence(feature):
+      decoders[name] = _EncodedFrames()
+    elif isinstance(feature, tfds.features.Image):
+      decoders[name] = tfds.decode.SkipDecoding()
+  return decoders or None
+
+
+def _check_example_kind(cfg: ml_collections.ConfigDict, features, clip: bool):
+  names = sorted(features.keys())
+  if clip and 'frames' not in names:
+    raise ValueError(
+      f'config.clip.segments > 0 asks for video clips, but {_tfds_name(cfg)} '
+      f"has no 'frames' feature (its features: {names}); set "
+      'config.clip.segments=0 for an image dataset.'
+    )
+  if not clip and 'image' not in names and 'frames' in names:
+    raise ValueError(
+      f"{_tfds_name(cfg)} holds video clips ('frames'); set "
+      'config.clip.segments (and frames_per_segment) to train on it.'
+    )
+
+
+def data_source(cfg: ml_collections.ConfigDict, split: str, clip: bool = False):
   """Random-access source of `split` of `config.data`, building if allowed.
+
+  Args:
+    cfg: `config.data`.
+    split: the split to read.
+    clip: whether examples are video clips (`config.clip.segments` > 0):
+      the dataset must then have a 'frames' feature, whose frames stay
+      encoded when it is a `Sequence(Image)` (`clips.take_frames` decodes
+      the ones it samples).
 
   Raises:
     DatasetNotBuiltError: with the exact command that builds the dataset.
-    ValueError: if `cfg` does not fit the dataset (config, splits, classes).
+    ValueError: if `cfg` does not fit the dataset (config, splits, classes,
+      images or clips).
   """
   datasets.check_data_config(cfg)
   kwargs = dict(config=cfg.get('config'), data_dir=cfg.get('data_dir'))
@@ -70,16 +134,30 @@ def data_source(cfg: ml_collections.ConfigDict, split: str):
         cfg.name, manual_dir=cfg.get('manual_dir'), **kwargs
       )
     )
-  source = tfds.data_source(
-    _tfds_name(cfg), split=split, data_dir=cfg.get('data_dir'), download=False
-  )
-  built_classes = source.dataset_info.features['label'].num_classes
+  kwargs = dict(split=split, data_dir=cfg.get('data_dir'), download=False)
+  source = tfds.data_source(_tfds_name(cfg), **kwargs)
+  features = source.dataset_info.features
+  built_classes = features['label'].num_classes
   if built_classes != cfg.num_classes:
     raise ValueError(
       f'config.data.num_classes={cfg.num_classes} but {_tfds_name(cfg)} has '
       f'{built_classes} classes; set config.data.num_classes={built_classes}.'
     )
+  _check_example_kind(cfg, features, clip)
+  if clip and _is_image_sequence(features['frames']):
+    source = tfds.data_source(
+      _tfds_name(cfg), decoders={'frames': _EncodedFrames()}, **kwargs
+    )
   return source
+
+
+def _undecoded_source(cfg: ml_collections.ConfigDict, split: str):
+  """`split` with its images and frames left encoded, to read metadata."""
+  kwargs = dict(split=split, data_dir=cfg.get('data_dir'), download=False)
+  features = tfds.data_source(_tfds_name(cfg), **kwargs).dataset_info.features
+  return tfds.data_source(
+    _tfds_name(cfg), decoders=_skip_decoders(features), **kwargs
+  )
 
 
 def read_labels(cfg: ml_collections.ConfigDict, split: str) -> np.ndarray:
@@ -87,16 +165,100 @@ def read_labels(cfg: ml_collections.ConfigDict, split: str) -> np.ndarray:
 
   Costs one pass over the records (~70 us each on one core).
   """
-  source = tfds.data_source(
-    _tfds_name(cfg),
-    split=split,
-    data_dir=cfg.get('data_dir'),
-    download=False,
-    decoders={'image': tfds.decode.SkipDecoding()},
-  )
+  source = _undecoded_source(cfg, split)
   return np.fromiter(
     (source[i]['label'] for i in range(len(source))), np.int32, len(source)
   )
+
+
+def _frame_count(record) -> int:
+  if 'num_frames' in record:
+    return int(record['num_frames'])
+  return len(record['frames'])
+
+
+def frame_counts(source) -> np.ndarray:
+  """The number of frames of every clip of `source`.
+
+  Reads 'num_frames' where the records have it, else counts 'frames'.
+  """
+  return np.fromiter(
+    (_frame_count(source[i]) for i in range(len(source))),
+    np.int64,
+    len(source),
+  )
+
+
+def read_frame_counts(cfg: ml_collections.ConfigDict, split: str):
+  """`frame_counts` of `split`, without decoding any frame."""
+  return frame_counts(_undecoded_source(cfg, split))
+
+
+@dataclasses.dataclass(frozen=True)
+class Subset:
+  """The examples of `source` at `indices`, as a random-access source."""
+
+  source: Any
+  indices: np.ndarray
+
+  def __len__(self) -> int:
+    return len(self.indices)
+
+  def __getitem__(self, index):
+    return self.source[int(self.indices[index])]
+
+  def __repr__(self) -> str:
+    return f'Subset({self.source!r}, {len(self.indices)} of {len(self.source)})'
+
+
+def clip_config(config: ml_collections.ConfigDict) -> clips.ClipConfig | None:
+  """`config.clip`, validated; None for image configs."""
+  return clips.parse_config(config.get('clip'))
+
+
+def drop_short_clips(
+  config: ml_collections.ConfigDict, source, split: str | None = None
+):
+  """`source` less the clips that `config.clip.short='drop'` removes.
+
+  Args:
+    config: the run's config.
+    source: a random-access source.
+    split: the configured split `source` reads, whose frame counts are then
+      read without decoding frames; None counts the frames of `source`.
+
+  Returns:
+    (the source to read, the indices into `source` it keeps, or None when it
+    is `source` itself).
+
+  Raises:
+    ValueError: if no clip is long enough.
+  """
+  clip = clip_config(config)
+  if clip is None or clip.short != 'drop':
+    return source, None
+  counts = (
+    read_frame_counts(config.data, split) if split else frame_counts(source)
+  )
+  kept = clips.kept_indices(counts, clip)
+  what = f'{_tfds_name(config.data)} {split}' if split else repr(source)
+  logging.info(
+    '%s: dropped %d of %d clips shorter than %d frames '
+    "(config.clip.short='drop').",
+    what,
+    len(source) - len(kept),
+    len(source),
+    clip.length,
+  )
+  if not len(kept):
+    raise ValueError(
+      f'Every clip of {what} is shorter than U*V={clip.length} frames; lower '
+      'config.clip.segments or frames_per_segment, or set '
+      "config.clip.short='loop'."
+    )
+  if len(kept) == len(source):
+    return source, None
+  return Subset(source, kept), kept
 
 
 def _example(record) -> dict[str, np.ndarray]:
@@ -149,14 +311,23 @@ class Lookup(grain.transforms.Map):
 
 @dataclasses.dataclass(frozen=True)
 class TrainMap(grain.transforms.RandomMap):
-  """Decoded record -> augmented uint8 image and int32 label."""
+  """Decoded record -> augmented uint8 image (or clip) and int32 label."""
 
   augment_cfg: Any
   soft_target: str | None = None
+  clip: clips.ClipConfig | None = None
 
   def random_map(self, record, rng: np.random.Generator):
-    ex = _example(record)
-    ex['image'] = augment.train_transform(ex['image'], rng, self.augment_cfg)
+    if self.clip:
+      ex = {
+        'image': clips.train_clip(
+          record['frames'], rng, self.clip, self.augment_cfg
+        ),
+        'label': np.int32(record['label']),
+      }
+    else:
+      ex = _example(record)
+      ex['image'] = augment.train_transform(ex['image'], rng, self.augment_cfg)
     if self.soft_target:
       ex['target'] = np.asarray(record[self.soft_target], np.float32)
     return ex
@@ -168,17 +339,26 @@ class EvalMap(grain.transforms.Map):
 
   source: Any
   augment_cfg: Any
+  clip: clips.ClipConfig | None = None
 
   def map(self, index):
     size = self.augment_cfg.size
     if index >= len(self.source):
+      frames = (self.clip.length,) if self.clip else ()
       return {
-        'image': np.zeros((size, size, 3), np.uint8),
+        'image': np.zeros((*frames, size, size, 3), np.uint8),
         'label': np.int32(0),
         'mask': np.bool_(False),
       }
-    ex = _example(self.source[index])
-    ex['image'] = augment.eval_transform(ex['image'], self.augment_cfg)
+    record = self.source[index]
+    if self.clip:
+      ex = {
+        'image': clips.eval_clip(record['frames'], self.clip, self.augment_cfg),
+        'label': np.int32(record['label']),
+      }
+    else:
+      ex = _example(record)
+      ex['image'] = augment.eval_transform(ex['image'], self.augment_cfg)
     ex['mask'] = np.bool_(True)
     return ex
 
@@ -240,14 +420,20 @@ def train_dataset(config: ml_collections.ConfigDict, source=None, labels=None):
 
   Returns:
     (iter dataset yielding {'image': uint8 [b,h,w,3], 'label': int32 [b]}
-    with b the per-process batch, number of training examples).
+    with b the per-process batch, or 'image' uint8 [b,U*V,h,w,3] for clip
+    configs; number of training examples, after dropping short clips).
   """
   split = config.data.train_split
-  source = source or data_source(config.data, split)
+  clip = clip_config(config)
+  given = source is not None
+  if not given:
+    source = data_source(config.data, split, clip=clip is not None)
+  source, kept = drop_short_clips(config, source, None if given else split)
   plan = Plan.create(config.batch_size, 'config.batch_size')
   sampling = config.data.get('sampling', 'uniform')
   if sampling == 'class_balanced':
     labels = read_labels(config.data, split) if labels is None else labels
+    labels = labels if kept is None else np.asarray(labels)[kept]
     ds = (
       grain.MapDataset.range(len(source))
       .repeat()
@@ -260,7 +446,9 @@ def train_dataset(config: ml_collections.ConfigDict, source=None, labels=None):
     raise ValueError(
       f'config.data.sampling={sampling!r}; use one of {datasets.SAMPLINGS}.'
     )
-  train_map = TrainMap(augment_config(config), config.data.get('soft_target'))
+  train_map = TrainMap(
+    augment_config(config), config.data.get('soft_target'), clip
+  )
   ds = ds.random_map(train_map, seed=config.seed + 1).batch(
     plan.local_batch, drop_remainder=True
   )
@@ -270,16 +458,25 @@ def train_dataset(config: ml_collections.ConfigDict, source=None, labels=None):
 def eval_dataset(config: ml_collections.ConfigDict, split: str, source=None):
   """One pass over `split`, padded and masked, batched per process.
 
+  Args:
+    config: the run's config.
+    split: the split to evaluate on.
+    source: a random-access source to use instead of `split`.
+
   Returns:
     (iter dataset yielding {'image', 'label', 'mask'} batches, number of
-    real examples, number of batches).
+    real examples (after dropping short clips), number of batches).
   """
-  source = source or data_source(config.data, split)
+  clip = clip_config(config)
+  given = source is not None
+  if not given:
+    source = data_source(config.data, split, clip=clip is not None)
+  source, _ = drop_short_clips(config, source, None if given else split)
   plan = Plan.create(config.eval_batch_size, 'config.eval_batch_size')
   num_batches = max(1, math.ceil(len(source) / plan.global_batch))
   ds = (
     grain.MapDataset.range(num_batches * plan.global_batch)
-    .map(EvalMap(source, augment_config(config)))
+    .map(EvalMap(source, augment_config(config), clip))
     .batch(plan.local_batch, drop_remainder=True)
   )
   return (
