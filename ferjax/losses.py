@@ -360,3 +360,104 @@ def jadfer(
     'loss_ce': ce,
     'loss_variety': loss_variety,
   }
+
+
+# IAL's intensity-aware loss and GCSA's CAI loss.
+#
+# What is known. GCSA's abstract names a "cross entropy-auxiliary-intensity
+# aware" (CAI) loss for "frames with different perceptual intensities"; no
+# formula is public. Its predecessor IAL (muse1998/IAL-for-Facial-Expression-
+# Recognition, `main.py`) trains with exactly three such terms:
+#
+#     loss = CE(z) + 0.05 * CE(aux layer2) + 0 * CE(aux layer3) + 0.1 * IAL
+#
+# (a comment beside it says "lamda=0.5", the code uses 0.1). Its IAL masks
+# the target to find m, the non-target class of the largest logit
+# (torch.max, first index on ties), then takes CE over the logits with every
+# class but y and m lowered by 9999, i.e. CE restricted to {y, m}:
+#
+#     IAL = -log(e^{z_y} / (e^{z_y} + e^{z_m})) = softplus(z_m - z_y).
+#
+# It is large when the target does not beat the most confusable class, the
+# case of low-intensity frames, whatever the other classes do. Here it is
+# computed as that softplus, exact where the code's -9999 shift is
+# approximate, with the same class choice (jnp.argmax takes the first index
+# too); the gradient reaches z_y and z_m only.
+
+
+def intensity_aware_loss(logits: jax.Array, labels: jax.Array) -> jax.Array:
+  """IAL's per-example loss: CE over the target and the top non-target.
+
+  Args:
+    logits: (B, C) logits, C >= 2.
+    labels: (B,) integer labels, or (B, C) targets whose argmax is taken as
+      the target class.
+
+  Returns:
+    (B,) float32 softplus(z_m - z_y), m = argmax_{j != y} z_j (the first
+    such j on ties).
+  """
+  logits = logits.astype(jnp.float32)
+  num_classes = logits.shape[-1]
+  if num_classes < 2:
+    raise ValueError(
+      f'The intensity-aware loss needs at least 2 classes, got {num_classes}.'
+    )
+  labels = _hard_labels(labels, num_classes)
+  target = jax.nn.one_hot(labels, num_classes, dtype=bool)
+  # The class index, not the max value, so that ties send the gradient to
+  # the one class IAL picks.
+  confusing = jnp.argmax(jnp.where(target, -jnp.inf, logits), axis=-1)
+  z_y, z_m = (
+    jnp.take_along_axis(logits, c[:, None], axis=1)[:, 0]
+    for c in (labels, confusing)
+  )
+  return jax.nn.softplus(z_m - z_y)
+
+
+@register('cai')
+def cai(
+  outputs,
+  labels,
+  aux2_weight: float = 0.05,
+  aux3_weight: float = 0.0,
+  ial_weight: float = 0.1,
+  label_smoothing: float = 0.0,
+):
+  """GCSA's CAI loss: CE + auxiliary CEs + intensity-aware loss.
+
+  loss = CE(logits) + aux2_weight * CE(aux layer2) + aux3_weight * CE(aux
+  layer3) + ial_weight * IAL(logits), with IAL's released weights as the
+  defaults (see the section above).
+
+  Args:
+    outputs: the 'gcsa' model's dict: 'logits' (B, C) and 'aux_logits'
+      (2, B, C), layer2's then layer3's.
+    labels: (B,) integer labels or (B, C) targets.
+    aux2_weight: weight of layer2's auxiliary CE (0.05 in IAL).
+    aux3_weight: weight of layer3's auxiliary CE (0 in IAL).
+    ial_weight: weight of the intensity-aware loss (0.1 in IAL's code).
+    label_smoothing: smoothing of the three CE terms (0 in IAL); the
+      intensity-aware loss is never smoothed.
+
+  Returns:
+    The mean loss and metrics 'loss_ce' (mean CE of the logits), 'loss_aux'
+    (the weighted auxiliary sum, IAL's `loss_auxiliary`) and 'loss_ial'
+    (mean intensity-aware loss, unweighted).
+  """
+  ce = softmax_cross_entropy(outputs['logits'], labels, label_smoothing).mean()
+  aux = jax.vmap(
+    lambda logits: softmax_cross_entropy(logits, labels, label_smoothing)
+  )(outputs['aux_logits']).mean(axis=1)
+  if aux.shape != (2,):
+    raise ValueError(
+      f"CAI expects 'aux_logits' of shape (2, B, C), layer2's and layer3's; "
+      f'got {outputs["aux_logits"].shape}.'
+    )
+  loss_aux = aux2_weight * aux[0] + aux3_weight * aux[1]
+  loss_ial = intensity_aware_loss(outputs['logits'], labels).mean()
+  return ce + loss_aux + ial_weight * loss_ial, {
+    'loss_ce': ce,
+    'loss_aux': loss_aux,
+    'loss_ial': loss_ial,
+  }

@@ -25,6 +25,7 @@ _MODEL_MODULES = (
   'ferjax.models.backbones.convnext',
   'ferjax.models.backbones.irse',
   'ferjax.models.backbones.resnet',
+  'ferjax.models.gcsa',
   'ferjax.models.jadfer',
   'ferjax.models.manet',
   'ferjax.models.mfer',

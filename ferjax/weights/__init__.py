@@ -105,6 +105,7 @@ for _name in ('resnet18', 'resnet34'):
 
 # Converters in their own modules register themselves on import.
 from ferjax.weights import convnext  # noqa: E402, F401
+from ferjax.weights import gcsa  # noqa: E402, F401
 from ferjax.weights import irse  # noqa: E402, F401
 from ferjax.weights import jadfer  # noqa: E402, F401
 from ferjax.weights import manet  # noqa: E402, F401

@@ -1,0 +1,495 @@
+"""GCSA: global convolution and squeeze-and-excitation attention for dynamic
+facial expression recognition (Liang, Dong and Li, J. of Tianjin Univ. of
+Technology and Education 34(3), 2024), on the structure of its predecessor
+IAL (Li, Niu, Zhu and Zhao, AAAI 2023), whose official code
+(muse1998/IAL-for-Facial-Expression-Recognition: `modules.py`,
+`final_model.py`, `main.py`) this port follows module by module.
+
+Only GCSA's abstract is public: a squeeze and excitation-global convolution
+attention that rescales the channels of a residual network's feature maps,
+trained with a cross entropy-auxiliary-intensity aware (CAI) loss. IAL's
+code has exactly those pieces but the squeeze and excitation, so
+`attention='gca'` is IAL's model and `attention='gcsa'` (default) adds the
+SE branch (`ferjax.layers.gcsa_attention`, which documents both and the
+`fusion` rule). The loss is `ferjax.losses` 'cai'.
+
+Structure (shapes at IAL's 16 frames of 112 x 112, per frame):
+
+* the B clips' frames are stacked frame-major to B * T images;
+* stem: `conv1_0` 3x3/2 (3 -> 64) - `conv1_1` BN - ReLU - `conv1_3` 3x3
+  (64 -> 64) - `bn1` - ReLU - max-pool 3x3/2: 28x28x64;
+* ResNet-18 BasicBlocks, one per stage for the first three: `layer1_0` (64,
+  plain), `layer2_0` (128, /2, 14x14) and `layer3_0` (256, /2, 7x7), the
+  last two with the channel attention between `bn2` and the residual sum;
+  each gives auxiliary logits from its global-conv response;
+* dynamic-static fusion on the 7x7x256 maps of each clip: the dynamic part
+  runs the T - 1 frame differences x[t + 1] - x[t] through `layer4_0..2`
+  (three BasicBlocks, 256, the first /2): 4x4x256; the static part takes
+  frames 0..T-2 through `patch_embedding_0` 3x3/2 conv - `_1` BN - ReLU,
+  adds `pos_embedding_pos` to the 16 positions as 256-d tokens and runs
+  `pos_transformer` over them: 4x4x256. The two are summed;
+* each fused map is flattened channel-major (C, H, W), as the NCHW view of
+  the code: T - 1 tokens of 4096, plus the first T - 1 rows of
+  `pos_embedding` (num_frames rows, the last unused as in IAL), through
+  `temporal_transformer`;
+* the tokens' mean is the feature; `fc_f` (4096 -> num_classes) the logits.
+
+Both transformers are IAL's: pre-LayerNorm (eps 1e-5) residual layers of
+multi-head attention (`to_qkv` without bias, softmax(q k^T / sqrt(dim_head)),
+`to_out_0` with bias) and a feed-forward `net_0` - GELU (tanh form, as IAL's
+own GELU) - `net_3`; depth 2, 4 heads of 32; MLP 256 in the static branch,
+512 in the temporal one. There is no final LayerNorm and no dropout (IAL's
+rate is 0). In PyTorch a layer's modules are `layers.i.0.fn.norm`,
+`layers.i.0.fn.fn.*` (attention), `layers.i.1.fn.norm`, `layers.i.1.fn.fn.*`
+(feed-forward); here they are `layers_i/{attn_norm, attn, ff_norm, ff}`
+(`ferjax.weights` 'gcsa' maps them).
+
+Any frame size works: the global-conv kernels cover the map of their stage
+(IAL's 256 // C * 7, i.e. 14 and 7, at 112 px), the static branch has one
+position per cell of the layer4 map, and the temporal width is 256 times
+that map's area (4096 at 112 px); e.g. 32 px frames give 4x4 and 2x2
+global-conv kernels, one static position and 256-d temporal tokens, a fast
+smoke-test size. Variables made for one size and frame count fit only that
+size and count (`size_dependent_shapes`; a mismatch is a clear error).
+Inputs are [0, 1] frames without mean/std normalisation, as IAL. The
+auxiliary classifiers have num_classes outputs (IAL hard-codes its 7).
+
+Initialisation as IAL: convolutions Kaiming-normal (fan_out), BatchNorm 1
+and 0, Linear layers and LayerNorms PyTorch's defaults, position embeddings
+standard normal. BatchNorm follows PyTorch (momentum 0.1, eps 1e-5) over the
+B * T frames.
+
+Parameters of the 7-class model at 16 x 112 x 112: 18,936,775 with
+`attention='gca'`, exactly the parameters of IAL's official model that take
+part in its forward pass (its state_dict holds 19,083,527: 146,752 more in
+`s_former.bias` and every block's `bias1`, `bias2`, `glb`, and the GCA
+layers of the 64-channel block, none of them used); 18,947,015 with the
+default `attention='gcsa'` (+ 2048 + 8192 in the SE layers).
+"""
+
+import functools
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+from flax import linen as nn
+
+from ferjax import models
+from ferjax.layers import gcsa_attention
+from ferjax.models.backbones import convnext
+from ferjax.models.backbones import resnet
+
+Dtype = Any
+
+# Channels of the stem and of the four stages; blocks per stage.
+STEM_WIDTH = 64
+WIDTHS = (64, 128, 256, 256)
+STAGE_SIZES = (1, 1, 1, 3)
+# PyTorch's nn.LayerNorm default, used by IAL's transformers.
+LN_EPS = 1e-5
+
+TRANSFORMER_FIELDS = ('depth', 'heads', 'dim_head', 'mlp_dim')
+
+position_init = nn.initializers.normal(stddev=1.0)  # torch.randn
+
+
+class Attention(nn.Module):
+  """IAL's multi-head self-attention: `to_qkv` (no bias), `to_out_0`.
+
+  Attributes:
+    heads: number of heads.
+    dim_head: width of each head.
+    dtype: compute dtype; the softmax runs in float32.
+  """
+
+  heads: int
+  dim_head: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """(B, N, D) tokens -> (B, N, D)."""
+    batch, length, dim = x.shape
+    inner = self.heads * self.dim_head
+    qkv = gcsa_attention.linear_no_bias(3 * inner, 'to_qkv', dtype=self.dtype)
+    # torch's chunk(3) then 'b n (h d) -> b h n d': q, k, v, head-major.
+    q, k, v = (
+      t.reshape(batch, length, self.heads, self.dim_head)
+      for t in jnp.split(qkv(x), 3, axis=-1)
+    )
+    dots = jnp.einsum('bihd,bjhd->bhij', q, k).astype(jnp.float32)
+    weights = jax.nn.softmax(dots * self.dim_head**-0.5, axis=-1)
+    out = jnp.einsum('bhij,bjhd->bihd', weights.astype(v.dtype), v)
+    out = out.reshape(batch, length, inner)
+    if self.heads == 1 and self.dim_head == dim:  # IAL projects otherwise.
+      return out
+    return resnet.linear(out, dim, 'to_out_0', dtype=self.dtype)
+
+
+class FeedForward(nn.Module):
+  """`net_0` (D -> mlp_dim) - GELU (tanh form) - `net_3` (-> D).
+
+  Attributes:
+    mlp_dim: hidden width.
+    dtype: compute dtype.
+  """
+
+  mlp_dim: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """(B, N, D) tokens -> (B, N, D)."""
+    h = resnet.linear(x, self.mlp_dim, 'net_0', dtype=self.dtype)
+    h = nn.gelu(h, approximate=True)
+    return resnet.linear(h, x.shape[-1], 'net_3', dtype=self.dtype)
+
+
+class TransformerLayer(nn.Module):
+  """x + attn(attn_norm(x)), then x + ff(ff_norm(x)).
+
+  Attributes:
+    heads: attention heads.
+    dim_head: width of each head.
+    mlp_dim: hidden width of the feed-forward.
+    dtype: compute dtype.
+  """
+
+  heads: int
+  dim_head: int
+  mlp_dim: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """(B, N, D) tokens -> (B, N, D)."""
+    dtype = self.dtype
+    y = convnext.layer_norm('attn_norm', epsilon=LN_EPS, dtype=dtype)(x)
+    x = x + Attention(self.heads, self.dim_head, dtype, name='attn')(y)
+    y = convnext.layer_norm('ff_norm', epsilon=LN_EPS, dtype=dtype)(x)
+    return x + FeedForward(self.mlp_dim, dtype, name='ff')(y)
+
+
+class Transformer(nn.Module):
+  """IAL's pre-norm transformer: layers `layers_0`, `layers_1`, ...
+
+  Attributes:
+    depth: number of layers.
+    heads: attention heads.
+    dim_head: width of each head.
+    mlp_dim: hidden width of the feed-forward.
+    dtype: compute dtype.
+  """
+
+  depth: int
+  heads: int
+  dim_head: int
+  mlp_dim: int
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(self, x: jax.Array) -> jax.Array:
+    """(B, N, D) tokens -> (B, N, D)."""
+    for i in range(self.depth):
+      x = TransformerLayer(
+        self.heads, self.dim_head, self.mlp_dim, self.dtype, name=f'layers_{i}'
+      )(x)
+    return x
+
+
+class GCABlock(nn.Module):
+  """IAL's BasicBlock with channel attention; returns (out, aux logits).
+
+  conv1 3x3 (stride) - bn1 - ReLU - conv2 3x3 - bn2 - channel attention,
+  plus the shortcut (`downsample_0` 1x1 conv and `downsample_1` BN when the
+  stride or width changes), ReLU. It is `resnet.BasicBlock` with the
+  attention in its place, written out because the block has a second
+  output, the auxiliary logits, which the `refine` hook cannot return.
+
+  Attributes:
+    features: output channels, at least 16.
+    strides: stride of `conv1` and of the shortcut conv.
+    num_frames: frames per clip, T.
+    num_classes: outputs of the auxiliary classifier.
+    attention: 'gca' or 'gcsa' (`ferjax.layers.gcsa_attention`).
+    fusion: 'geometric' or 'mean', for 'gcsa'.
+    dtype: compute dtype.
+  """
+
+  features: int
+  strides: int
+  num_frames: int
+  num_classes: int
+  attention: str = 'gcsa'
+  fusion: str = 'geometric'
+  dtype: Dtype = jnp.float32
+
+  @nn.compact
+  def __call__(
+    self, x: jax.Array, train: bool = False
+  ) -> tuple[jax.Array, jax.Array]:
+    """(B * T, H, W, C) frames -> (frames out, (B, num_classes) logits)."""
+    dtype, features = self.dtype, self.features
+    y = resnet.conv(features, 3, 'conv1', strides=self.strides, dtype=dtype)(x)
+    y = nn.relu(resnet.batch_norm('bn1', train=train, dtype=dtype)(y))
+    y = resnet.conv(features, 3, 'conv2', dtype=dtype)(y)
+    y = resnet.batch_norm('bn2', train=train, dtype=dtype)(y)
+    y, aux = gcsa_attention.channel_attention(
+      y,
+      num_frames=self.num_frames,
+      num_classes=self.num_classes,
+      attention=self.attention,
+      fusion=self.fusion,
+      dtype=dtype,
+    )
+    shortcut = x
+    if self.strides != 1 or x.shape[-1] != features:
+      shortcut = resnet.conv(
+        features, 1, 'downsample_0', strides=self.strides, dtype=dtype
+      )(x)
+      shortcut = resnet.batch_norm('downsample_1', train=train, dtype=dtype)(
+        shortcut
+      )
+    return nn.relu(y + shortcut), aux
+
+
+def stem(x: jax.Array, *, train: bool, dtype: Dtype) -> jax.Array:
+  """IAL's stem, created in the calling module: 112 px -> 28 px.
+
+  `conv1_0` 3x3/2 - `conv1_1` BN - ReLU - `conv1_3` 3x3 - `bn1` - ReLU -
+  max-pool 3x3/2 (padding 1, as torch's: the padding never wins).
+  """
+  x = resnet.conv(STEM_WIDTH, 3, 'conv1_0', strides=2, dtype=dtype)(x)
+  x = nn.relu(resnet.batch_norm('conv1_1', train=train, dtype=dtype)(x))
+  x = resnet.conv(STEM_WIDTH, 3, 'conv1_3', dtype=dtype)(x)
+  x = nn.relu(resnet.batch_norm('bn1', train=train, dtype=dtype)(x))
+  return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
+
+
+def channel_major_tokens(maps: jax.Array, num_tokens: int) -> jax.Array:
+  """(B * N, H, W, C) maps -> (B, N, C * H * W), flattened as NCHW."""
+  flat = jnp.transpose(maps, (0, 3, 1, 2)).reshape(maps.shape[0], -1)
+  return flat.reshape(-1, num_tokens, flat.shape[-1])
+
+
+def halved(side: int, times: int) -> int:
+  """A side after `times` stride-2 steps (3x3 convs, pools: ceil(side / 2))."""
+  for _ in range(times):
+    side = -(-side // 2)
+  return side
+
+
+def size_dependent_shapes(
+  num_frames: int, height: int, width: int
+) -> dict[tuple[str, ...], tuple[int, ...]]:
+  """Parameter shapes that follow the frame size, by parameter path.
+
+  layer2 and layer3 see maps of 3 and 4 halvings, the static branch one
+  position per cell of the 5-halving layer4 map, whose 256 channels per
+  cell make the temporal width (at 112 px: 14, 7, 16 cells, 4096).
+  """
+  h2, w2 = halved(height, 3), halved(width, 3)
+  h3, w3 = halved(height, 4), halved(width, 4)
+  cells = halved(height, 5) * halved(width, 5)
+  return {
+    ('layer2_0', 'gc_0', 'kernel'): (h2, w2, 1, WIDTHS[1]),
+    ('layer3_0', 'gc_0', 'kernel'): (h3, w3, 1, WIDTHS[2]),
+    ('pos_embedding_pos',): (1, cells, WIDTHS[3]),
+    ('pos_embedding',): (1, num_frames, WIDTHS[3] * cells),
+  }
+
+
+class GCSA(nn.Module):
+  """GCSA (default) or IAL's GCA model for clips of face frames.
+
+  Attributes:
+    num_classes: outputs of `fc_f` and of the auxiliary classifiers (IAL: 7).
+    num_frames: frames per clip, T >= 2 (IAL: 16); `pos_embedding` has T
+      rows, of which the T - 1 temporal tokens use the first T - 1.
+    attention: 'gcsa' (GCA + SE branch, default) or 'gca' (IAL).
+    fusion: how 'gcsa' combines the global-conv and SE gates, 'geometric'
+      (default) or 'mean' (`ferjax.layers.gcsa_attention`).
+    static_depth: layers of the static branch's `pos_transformer` (2).
+    static_heads: its attention heads (4).
+    static_dim_head: its head width (32).
+    static_mlp_dim: its feed-forward width (256).
+    temporal_depth: layers of the `temporal_transformer` (2).
+    temporal_heads: its attention heads (4).
+    temporal_dim_head: its head width (32).
+    temporal_mlp_dim: its feed-forward width (512).
+    dtype: compute dtype; parameters, batch statistics and every output
+      stay float32.
+    pixel_mean: per-channel mean subtracted from the [0, 1] frames; None
+      (the default, as IAL) subtracts nothing.
+    pixel_std: per-channel std dividing the frames; None divides by nothing.
+  """
+
+  num_classes: int = 7
+  num_frames: int = 16
+  attention: str = 'gcsa'
+  fusion: str = 'geometric'
+  static_depth: int = 2
+  static_heads: int = 4
+  static_dim_head: int = 32
+  static_mlp_dim: int = 256
+  temporal_depth: int = 2
+  temporal_heads: int = 4
+  temporal_dim_head: int = 32
+  temporal_mlp_dim: int = 512
+  dtype: Dtype = jnp.float32
+  pixel_mean: tuple[float, ...] | None = None
+  pixel_std: tuple[float, ...] | None = None
+
+  def _check_fields(self) -> None:
+    gcsa_attention.check_fields(self.attention, self.fusion, owner='GCSA')
+    if self.num_frames < 2:
+      raise ValueError(
+        f'GCSA num_frames={self.num_frames}; the dynamic branch needs at '
+        'least 2 frames (IAL uses 16).'
+      )
+    for branch in ('static', 'temporal'):
+      for field in TRANSFORMER_FIELDS:
+        value = getattr(self, f'{branch}_{field}')
+        if value < 1:
+          raise ValueError(f'GCSA {branch}_{field}={value} must be positive.')
+
+  def _check_input(self, images: jax.Array) -> None:
+    if images.ndim != 5 or images.shape[-1] != 3:
+      raise ValueError(
+        'GCSA expects clips of shape (B, T, H, W, 3), frames in [0, 1]; '
+        f'got shape {images.shape}.'
+      )
+    if images.shape[1] != self.num_frames:
+      raise ValueError(
+        f'GCSA got clips of {images.shape[1]} frames but num_frames='
+        f'{self.num_frames}; sample {self.num_frames} frames per clip or '
+        f'set num_frames={images.shape[1]}.'
+      )
+
+  def _check_variables(self, height: int, width: int) -> None:
+    """Raises a clear error if the variables fit another frame size."""
+    if not self.has_variable('params', 'pos_embedding'):
+      return  # Initialising.
+    params = self.variables['params']
+    wrong = []
+    for path, want in size_dependent_shapes(
+      self.num_frames, height, width
+    ).items():
+      have = tuple(functools.reduce(lambda t, k: t[k], path, params).shape)
+      if have != want:
+        wrong.append(f'{"/".join(path)} {have}, needs {want}')
+    if wrong:
+      raise ValueError(
+        f'GCSA variables were made for another frame size than {height} x '
+        f'{width}: {"; ".join(wrong)}. Feed frames of the size they were '
+        'made for (IAL: 112 x 112).'
+      )
+
+  def _transformer(self, branch: str, name: str) -> Transformer:
+    fields = {f: getattr(self, f'{branch}_{f}') for f in TRANSFORMER_FIELDS}
+    return Transformer(**fields, dtype=self.dtype, name=name)
+
+  def _static(self, frames: jax.Array, train: bool) -> jax.Array:
+    """The static branch: patch embedding, positions, `pos_transformer`."""
+    dtype = self.dtype
+    x = resnet.conv(
+      frames.shape[-1], 3, 'patch_embedding_0', strides=2, dtype=dtype
+    )(frames)
+    x = resnet.batch_norm('patch_embedding_1', train=train, dtype=dtype)(x)
+    n, height, width, channels = x.shape
+    tokens = nn.relu(x).reshape(n, height * width, channels)
+    positions = self.param(
+      'pos_embedding_pos', position_init, (1, *tokens.shape[1:])
+    )
+    tokens = self._transformer('static', 'pos_transformer')(
+      tokens + positions.astype(dtype)
+    )
+    return tokens.reshape(x.shape)
+
+  def _dynamic_static(self, x: jax.Array, train: bool) -> jax.Array:
+    """(B * T, h, w, C) layer3 maps -> (B * (T - 1), h', w', C) fused."""
+    clips = x.reshape(-1, self.num_frames, *x.shape[1:])
+    dynamic = (clips[:, 1:] - clips[:, :-1]).reshape(-1, *x.shape[1:])
+    dynamic = resnet.stage(
+      dynamic,
+      'layer4',
+      features=WIDTHS[3],
+      num_blocks=STAGE_SIZES[3],
+      strides=2,
+      train=train,
+      dtype=self.dtype,
+    )
+    static = self._static(
+      clips[:, :-1].reshape(dynamic.shape[:1] + x.shape[1:]), train
+    )
+    return static + dynamic
+
+  @nn.compact
+  def __call__(
+    self, images: jax.Array, train: bool = False
+  ) -> dict[str, jax.Array]:
+    """Classifies clips.
+
+    Args:
+      images: (B, T, H, W, 3) float frames in [0, 1], T = num_frames (IAL:
+        16 frames of 112 x 112).
+      train: use batch statistics (over the B * T frames) and update
+        `batch_stats`.
+
+    Returns:
+      float32 arrays: 'logits' (B, num_classes); 'aux_logits' (2, B,
+      num_classes), the auxiliary classifiers of layer2 and layer3 in that
+      order; 'features' (B, D), the temporal mean of the transformer's
+      tokens (D = 4096 at 112 px).
+
+    Raises:
+      ValueError: a bad field, input shape, or variables made for another
+        input size.
+    """
+    self._check_fields()
+    self._check_input(images)
+    self._check_variables(*images.shape[2:4])
+    dtype = self.dtype
+    batch, frames = images.shape[:2]
+    x = images.reshape(batch * frames, *images.shape[2:]).astype(jnp.float32)
+    x = resnet.normalize(x, self.pixel_mean, self.pixel_std).astype(dtype)
+    x = stem(x, train=train, dtype=dtype)
+    x = resnet.stage(
+      x,
+      'layer1',
+      features=WIDTHS[0],
+      num_blocks=STAGE_SIZES[0],
+      strides=1,
+      train=train,
+      dtype=dtype,
+    )
+    aux_logits = []
+    for stage in (1, 2):
+      x, aux = GCABlock(
+        WIDTHS[stage],
+        strides=2,
+        num_frames=frames,
+        num_classes=self.num_classes,
+        attention=self.attention,
+        fusion=self.fusion,
+        dtype=dtype,
+        name=f'layer{stage + 1}_0',
+      )(x, train)
+      aux_logits.append(aux)
+
+    tokens = channel_major_tokens(self._dynamic_static(x, train), frames - 1)
+    positions = self.param(
+      'pos_embedding', position_init, (1, frames, tokens.shape[-1])
+    )
+    tokens = self._transformer('temporal', 'temporal_transformer')(
+      tokens + positions[:, : frames - 1].astype(dtype)
+    )
+    features = jnp.mean(tokens.astype(jnp.float32), axis=1)
+    return {
+      'logits': resnet.linear(features, self.num_classes, 'fc_f'),
+      'aux_logits': jnp.stack(aux_logits),
+      'features': features,
+    }
+
+
+models.register('gcsa')(GCSA)
