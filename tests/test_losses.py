@@ -152,5 +152,7 @@ def test_bad_dsf_kind():
 
 
 def test_unknown_loss_lists_the_known_ones():
-  with pytest.raises(ValueError, match='known losses: cai, jadfer, manet, mfer'):
+  with pytest.raises(
+    ValueError, match='known losses: cai, jadfer, manet, mfer'
+  ):
     losses.get_loss('dsf')
