@@ -35,7 +35,8 @@ format: $(VENV)/.dev
 	$(VENV)/bin/ruff check --fix .
 	$(VENV)/bin/ruff format .
 
-# Regenerates requirements.lock from a fresh resolve of pyproject's ranges.
+# Regenerates requirements.lock from a fresh resolve of pyproject's ranges
+# (torch resolves to the local CPU wheel where pip's find-links offers it).
 lock:
 	rm -rf /tmp/ferjax-lock && $(PYTHON) -m venv /tmp/ferjax-lock
 	/tmp/ferjax-lock/bin/pip install -q -e '.[dev,torch]'
