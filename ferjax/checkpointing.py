@@ -11,12 +11,14 @@ checkpoint, else `config.init_from`, else scratch): it fills a fresh state
 from another run's checkpoint or a converted PyTorch file.
 """
 
+import json
 import os
 import shutil
 
 import flax
 import grain
 import jax
+import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
@@ -135,10 +137,14 @@ class Checkpointer:
     self._best.close()
 
 
-def restore_raw_state(directory: str) -> dict:
+def restore_raw_state(directory: str, what: str = 'config.init_from') -> dict:
   """The saved state of a run directory as nested dicts (for init_from).
 
   Takes the best checkpoint if there is one, else the latest.
+
+  Args:
+    directory: a ferjax workdir.
+    what: how the error names `directory` (the flag or field it came from).
   """
   for sub in ('best', 'checkpoints'):
     path = os.path.join(os.path.abspath(directory), sub)
@@ -154,9 +160,33 @@ def restore_raw_state(directory: str) -> dict:
       )
       return restored['state']
   raise FileNotFoundError(
-    f'config.init_from={directory!r} holds no checkpoint (looked in best/ '
-    'and checkpoints/); point it at a ferjax workdir or a .pth file.'
+    f'{what}={directory!r} holds no checkpoint (looked in best/ and '
+    'checkpoints/); point it at a ferjax workdir (or, for init_from, a .pth '
+    'file).'
   )
+
+
+def load_run(workdir: str) -> tuple[ml_collections.ConfigDict, dict]:
+  """A finished or running workdir's config and model variables.
+
+  For inference and export: the config is the run's config.json, the
+  variables its best checkpoint's (else the latest's) params and model
+  state, as host numpy arrays.
+
+  Raises:
+    FileNotFoundError: naming the missing config.json or checkpoint.
+  """
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    raise FileNotFoundError(
+      f'{path} does not exist: {workdir!r} is not a ferjax workdir (run.py '
+      'writes config.json there when training starts).'
+    )
+  with open(path) as f:
+    config = ml_collections.ConfigDict(json.load(f))
+  raw = restore_raw_state(workdir, what='workdir')
+  variables = {'params': raw['params'], **raw.get('model_state', {})}
+  return config, jax.device_get(variables)
 
 
 def _merge_pretrained(fresh: dict, loaded: dict, what: str) -> dict:

@@ -152,3 +152,25 @@ def test_nan_stops_with_the_step_and_keeps_the_checkpoint(
   assert all(np.isfinite(x).all() for x in jax.tree.leaves(state.params))
   run.checkpointer.close()
   ckpt.close()
+
+
+def test_load_run_gives_the_config_and_best_variables(trained, tmp_path):
+  config, workdir, _ = trained
+  loaded_config, variables = checkpointing.load_run(workdir)
+  assert loaded_config.model.name == config.model.name
+  assert tuple(loaded_config.augment.crop_scale) == tuple(
+    config.augment.crop_scale
+  )
+  best = checkpointing.restore_raw_state(workdir)
+  np.testing.assert_array_equal(
+    variables['params']['fc']['kernel'], best['params']['fc']['kernel']
+  )
+  assert 'batch_stats' in variables
+  model = train.create_model(loaded_config)
+  images = np.zeros((2, 32, 32, 3), np.float32)
+  assert model.apply(variables, images)['logits'].shape == (2, 7)
+  with pytest.raises(FileNotFoundError, match='not a ferjax workdir'):
+    checkpointing.load_run(str(tmp_path))
+  (tmp_path / 'config.json').write_text('{}')
+  with pytest.raises(FileNotFoundError, match='workdir=.* holds no checkpoint'):
+    checkpointing.load_run(str(tmp_path))
