@@ -197,6 +197,24 @@ def _fixed(value: float) -> int:
   return math.floor(value * 65536.0 + 0.5)
 
 
+def _bilinear(image: np.ndarray, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+  """Samples `image` at float pixel coordinates, edges repeated, rounded."""
+  height, width = image.shape[:2]
+  x = np.clip(x, 0, width - 1)
+  y = np.clip(y, 0, height - 1)
+  x0 = np.minimum(np.floor(x).astype(np.intp), width - 2 if width > 1 else 0)
+  y0 = np.minimum(np.floor(y).astype(np.intp), height - 2 if height > 1 else 0)
+  x1 = np.minimum(x0 + 1, width - 1)
+  y1 = np.minimum(y0 + 1, height - 1)
+  wx, wy = x - x0, y - y0
+  if image.ndim == 3:
+    wx, wy = wx[..., None], wy[..., None]
+  img = image.astype(np.float32)
+  top = img[y0, x0] * (1 - wx) + img[y0, x1] * wx
+  bottom = img[y1, x0] * (1 - wx) + img[y1, x1] * wx
+  return np.clip(np.rint(top * (1 - wy) + bottom * wy), 0, 255).astype(np.uint8)
+
+
 def _warp(
   image: np.ndarray,
   matrix: tuple[float, ...],
@@ -240,14 +258,10 @@ def _warp(
   u = a * (xs + 0.5) + b * (ys + 0.5) + c
   v = d * (xs + 0.5) + e * (ys + 0.5) + f
   # PIL interpolates between pixel centres and repeats the edge pixels, but
-  # fills where the sample point itself is outside the image.
-  out = cv2.remap(
-    image,
-    (u - 0.5).astype(np.float32),
-    (v - 0.5).astype(np.float32),
-    cv2.INTER_LINEAR,
-    borderMode=cv2.BORDER_REPLICATE,
-  )
+  # fills where the sample point itself is outside the image. The weights
+  # are computed in float: OpenCV 4's remap rounds them to 1/32 of a pixel,
+  # several levels off PIL's.
+  out = _bilinear(image, u - 0.5, v - 0.5)
   outside = (u < 0) | (u >= width) | (v < 0) | (v >= height)
   out[outside] = value if image.ndim == 3 else value[0]
   return out
