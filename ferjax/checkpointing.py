@@ -137,6 +137,22 @@ class Checkpointer:
     self._best.close()
 
 
+def _restore_as_numpy(path: str) -> dict:
+  """A saved pytree as host numpy arrays, whatever devices saved it.
+
+  Restoring with the saved shardings fails when the devices differ (a run
+  trained on 8 GPUs, loaded on 1 or on a CPU); numpy needs no sharding.
+  """
+  checkpointer = ocp.PyTreeCheckpointer()
+  tree = checkpointer.metadata(path).item_metadata.tree
+  restore_args = jax.tree.map(
+    lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree
+  )
+  return checkpointer.restore(
+    path, args=ocp.args.PyTreeRestore(restore_args=restore_args)
+  )
+
+
 def restore_raw_state(directory: str, what: str = 'config.init_from') -> dict:
   """The saved state of a run directory as nested dicts (for init_from).
 
@@ -152,13 +168,10 @@ def restore_raw_state(directory: str, what: str = 'config.init_from') -> dict:
       continue
     with ocp.CheckpointManager(path, item_names=('state',)) as manager:
       step = manager.latest_step()
-      if step is None:
-        continue
-      logging.info('Initialising from %s step %d', path, step)
-      restored = manager.restore(
-        step, args=ocp.args.Composite(state=ocp.args.StandardRestore())
-      )
-      return restored['state']
+    if step is None:
+      continue
+    logging.info('Restoring %s step %d', path, step)
+    return _restore_as_numpy(os.path.join(path, str(step), 'state'))
   raise FileNotFoundError(
     f'{what}={directory!r} holds no checkpoint (looked in best/ and '
     'checkpoints/); point it at a ferjax workdir (or, for init_from, a .pth '

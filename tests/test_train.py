@@ -2,6 +2,8 @@
 
 import json
 import os
+import subprocess
+import sys
 
 import jax
 import numpy as np
@@ -169,6 +171,23 @@ def test_load_run_gives_the_config_and_best_variables(trained, tmp_path):
   model = train.create_model(loaded_config)
   images = np.zeros((2, 32, 32, 3), np.float32)
   assert model.apply(variables, images)['logits'].shape == (2, 7)
+  # A run saved on 8 devices loads on 1 (a laptop after a pod run).
+  script = (
+    'import numpy as np; from ferjax import checkpointing; '
+    f'_, v = checkpointing.load_run({workdir!r}); '
+    "print(type(v['params']['fc']['kernel']).__name__, "
+    "float(np.abs(v['params']['fc']['kernel']).sum()))"
+  )
+  env = {**os.environ, 'XLA_FLAGS': '--xla_force_host_platform_device_count=1'}
+  out = subprocess.run(
+    [sys.executable, '-c', script], env=env, capture_output=True, text=True
+  )
+  assert out.returncode == 0, out.stderr[-2000:]
+  kind, total = out.stdout.split()
+  assert kind == 'ndarray'
+  assert float(total) == pytest.approx(
+    float(np.abs(best['params']['fc']['kernel']).sum())
+  )
   with pytest.raises(FileNotFoundError, match='not a ferjax workdir'):
     checkpointing.load_run(str(tmp_path))
   (tmp_path / 'config.json').write_text('{}')
