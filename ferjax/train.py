@@ -30,6 +30,7 @@ from ferjax import losses
 from ferjax import models
 from ferjax import optim
 from ferjax import sharding
+from ferjax import viz
 from ferjax import writers
 from ferjax.data import pipeline
 
@@ -284,6 +285,23 @@ def _eval_record(metrics: dict) -> dict:
   return {f'eval/{k}': v for k, v in metrics.items()}
 
 
+def _write_plots(save, *args) -> None:
+  """Runs a `ferjax.viz` writer on process 0; a failure is only logged.
+
+  Plots are a by-product: a missing font or a full disk must not stop a
+  run, nor lose the metrics and checkpoints already written.
+  """
+  if jax.process_index() != 0:
+    return
+  try:
+    save(*args)
+  except Exception:  # Any failure: logged with its traceback.
+    logging.exception(
+      'Writing plots with %s failed; the run goes on.',
+      getattr(save, '__name__', save),
+    )
+
+
 def _write_results(workdir: str, results: dict) -> None:
   if jax.process_index() == 0:
     tmp = os.path.join(workdir, 'results.json.tmp')
@@ -409,9 +427,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   writer.write_config(run.workdir, config)
   data_sharding = sharding.data_sharding(run.mesh)
   step_fn = run.trainable.step_fn
-  evaluator = _Evaluator(
-    config, config.data.eval_split, run.model, run.mesh, run.state_sharding
-  )
+  split = config.data.eval_split
+  evaluator = _Evaluator(config, split, run.model, run.mesh, run.state_sharding)
   eval_every = max(1, round(config.eval_every_epochs * run.steps_per_epoch))
   best_metric = config.best_metric
   best = _best_so_far(run.workdir, best_metric)
@@ -432,6 +449,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       if eval_now:
         last_eval = evaluator.run(state)
         writer.write(step, _eval_record(last_eval))
+        _write_plots(viz.save_eval_plots, run.workdir, last_eval, split, step)
         logging.info(
           'step %d: eval WAR %.4f UAR %.4f',
           step,
@@ -460,8 +478,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   writer.close()
   if last_eval is None:  # Resumed at the end: evaluate the final state.
     last_eval = evaluator.run(state)
+    _write_plots(
+      viz.save_eval_plots, run.workdir, last_eval, split, run.total_steps
+    )
   results = _summarise(run.workdir, best_metric, last_eval, run.total_steps)
   _write_results(run.workdir, results)
+  _write_plots(viz.save_training_curves, run.workdir)
   return results
 
 
@@ -487,7 +509,8 @@ def _loss_fn(config):
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   """Evaluates the workdir's best (else latest) checkpoint on the eval split.
 
-  Writes workdir/eval_<split>.json and returns the metrics.
+  Writes workdir/eval_<split>.json, plots/confusion_<split>.png and
+  plots/recall_<split>.png, and returns the metrics.
   """
   run = Setup(config, workdir)
   ckpt = run.checkpointer
@@ -511,4 +534,5 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     name = f'eval_{split.replace("/", "_").replace(":", "_")}.json'
     with open(os.path.join(run.workdir, name), 'w') as f:
       json.dump(metrics, f, indent=2)
+  _write_plots(viz.save_eval_plots, run.workdir, metrics, split, int(step))
   return metrics

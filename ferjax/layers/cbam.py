@@ -85,6 +85,9 @@ class SpatialConv(nn.Module):
 class SpatialGate(nn.Module):
   """Spatial attention: sigmoid(BN(conv7x7([max_c x, mean_c x]))) * x.
 
+  The (B, H, W, 1) sigmoid gate is sown as `intermediates/spatial_map`
+  (read it by applying with `mutable=['intermediates']`).
+
   Attributes:
     dtype: compute dtype.
   """
@@ -102,7 +105,9 @@ class SpatialGate(nn.Module):
       axis=-1,
     )
     logits = SpatialConv(dtype=self.dtype, name='spatial')(pooled, train)
-    return x * nn.sigmoid(logits).astype(x.dtype)
+    gate = nn.sigmoid(logits)
+    self.sow('intermediates', 'spatial_map', gate)
+    return x * gate.astype(x.dtype)
 
 
 class CBAM(nn.Module):

@@ -79,6 +79,9 @@ def check_fields(
 class DSAttention(nn.Module):
   """DS attention on NHWC features; the output has the input's shape.
 
+  The (B, H, W, C) float32 weights A are sown as `intermediates/attention`
+  (read them by applying with `mutable=['intermediates']`).
+
   Attributes:
     conv: 'dense' (official code) or 'depthwise' query conv.
     order: 'code' (conv -> GELU -> LayerNorm) or 'paper' (conv -> LayerNorm
@@ -132,5 +135,6 @@ class DSAttention(nn.Module):
     scores = (query + key).astype(jnp.float32)
     scores = scores.reshape(batch, height * width, channels)
     weights = jax.nn.softmax(scores, axis=1).reshape(x.shape)
+    self.sow('intermediates', 'attention', weights)
     out = (weights * value.astype(jnp.float32)).astype(x.dtype)
     return out + x if self.residual else out

@@ -185,6 +185,7 @@ def channel_attention(
   attention: str = 'gcsa',
   fusion: str = 'geometric',
   dtype: Dtype = jnp.float32,
+  caller: nn.Module | None = None,
 ) -> tuple[jax.Array, jax.Array]:
   """Applies GCA or GCSA to a block's residual branch.
 
@@ -198,6 +199,9 @@ def channel_attention(
     attention: 'gca' (IAL) or 'gcsa' (GCA + SE).
     fusion: how 'gcsa' combines its gates, 'geometric' or 'mean'.
     dtype: compute dtype of the convolutions and the SE layers.
+    caller: the calling module; when given, the (B * T, C) float32 gates
+      that rescale y (after the temporal coupling) are sown into it as
+      `intermediates/channel_weights`.
 
   Returns:
     y with rescaled channels (y's dtype), and the auxiliary logits
@@ -210,4 +214,6 @@ def channel_attention(
   if attention == 'gcsa':
     w = fuse(w, se_gate(y, dtype=dtype), fusion)
   w = temporal_coupling(w, num_frames)
+  if caller is not None:
+    caller.sow('intermediates', 'channel_weights', w)
   return y * w[:, None, None, :].astype(y.dtype), aux

@@ -205,6 +205,8 @@ class GCABlock(nn.Module):
   stride or width changes), ReLU. It is `resnet.BasicBlock` with the
   attention in its place, written out because the block has a second
   output, the auxiliary logits, which the `refine` hook cannot return.
+  The attention's (B * T, C) gates are sown as
+  `intermediates/channel_weights`.
 
   Attributes:
     features: output channels, at least 16.
@@ -241,6 +243,7 @@ class GCABlock(nn.Module):
       attention=self.attention,
       fusion=self.fusion,
       dtype=dtype,
+      caller=self,
     )
     shortcut = x
     if self.strides != 1 or x.shape[-1] != features:

@@ -181,8 +181,10 @@ class MANet(nn.Module):
   ) -> dict[str, jax.Array]:
     """Classifies images.
 
-    The layer2 map is sown as `intermediates/layer2` (apply with
-    `mutable=['intermediates']` to read it).
+    The layer2 map is sown as `intermediates/layer2`, and the spatial gate
+    of every CBAM of the local branch as `intermediates/<block>/cbam/
+    SpatialGate/spatial_map` (apply with `mutable=['intermediates']` to
+    read them).
 
     Args:
       images: (B, H, W, 3) float images in [0, 1]; ceil(H / 8) and

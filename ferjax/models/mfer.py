@@ -10,7 +10,8 @@ Structure (shapes at 224 px, ConvNeXt-B):
 * DS attention (`ferjax.layers.ds_attention`) after the last block of
   stage 3 (14x14x512) and of stage 4 (7x7x1024), as the last module of those
   stages: `stages_2_27` and `stages_3_3`, the official `stages.2.27` and
-  `stages.3.3`;
+  `stages.3.3`. Their (B, H, W, C) weights are sown as
+  `intermediates/stages_2_27/attention` and `.../stages_3_3/attention`;
 * global average pool -> LayerNorm `norm` -> feature f (1024-d);
 * Msc, the multiscale classifier: heads `msc_0`, `msc_1`, `msc_2` on the
   first 512, 768 and 1024 dims of f (dims[-1] / 2 + i * dims[-1] / 4), each
