@@ -1,25 +1,262 @@
-"""What the benchmarks share: a config's real jitted train step on a batch."""
+"""What the benchmarks share: a config's real jitted steps, timed.
 
+The train step is ferjax's own (`train.build_trainable`: the config's model,
+loss and optimizer, sharded in and out, state donated); the eval step is the
+evaluator's (`evaluate.eval_step`, jitted as `train._Evaluator` jits it).
+Both run on a fixed random uint8 batch that already lies on the devices, so
+what is timed is the device work and the dispatch, not the input pipeline.
+
+Timing: `time_windows` runs a few windows of N steps each; a window
+dispatches its N steps back to back and waits for the devices once, at the
+end, as the training loop does between two log steps. The reported step
+time is the median over windows of (window seconds / N).
+"""
+
+import dataclasses
+import functools
+import importlib
+import resource
+import statistics
 import time
+from collections.abc import Callable
+from typing import Any
 
 import jax
+import ml_collections
 import numpy as np
 
+from bench import mfu as mfu_lib
+from configs import common
+from ferjax import evaluate as evaluate_lib
 from ferjax import sharding
 from ferjax import train
 
+MODELS = ('gcsa', 'jadfer', 'manet', 'mfer', 'resnet18')
+# Each model's paper config (resnet18 has none: see `config_source`).
+PAPER_CONFIGS = {
+  'gcsa': 'gcsa_dfew',
+  'jadfer': 'jadfer_rafdb',
+  'manet': 'manet_rafdb',
+  'mfer': 'mfer_rafdb',
+}
+DTYPES = {'bf16': 'bfloat16', 'f32': 'float32'}
 
-def random_batch(config, mesh) -> dict:
-  """A global uint8 batch of the config's batch size and image size."""
-  size, b = config.augment.size, config.batch_size
+
+def config_source(model: str, smoke: bool = False) -> str:
+  """Where `make_config` takes the model's config from, for reports."""
+  if model == 'resnet18':
+    if smoke:
+      return 'configs/demo.py:smoke'
+    return 'configs/common.py base_config (resnet18, width 64)'
+  return f'configs/{PAPER_CONFIGS[model]}.py' + (':smoke' if smoke else '')
+
+
+def make_config(
+  model: str,
+  *,
+  smoke: bool = False,
+  batch: int | None = None,
+  size: int | None = None,
+  dtype: str | None = None,
+) -> ml_collections.ConfigDict:
+  """The model's paper config (or its `:smoke` variant), resized.
+
+  Args:
+    model: one of `MODELS`. 'resnet18' is the torchvision-width ResNet-18
+      of the base config (SGD, momentum 0.9, weight decay 1e-4), or the
+      narrow one of configs/demo.py:smoke.
+    smoke: take the `:smoke` variant (tiny, for tests).
+    batch: global batch size; None keeps the config's.
+    size: image side in pixels (`config.augment.size`); None keeps it.
+    dtype: compute dtype, 'bfloat16' or 'float32' (or 'bf16', 'f32'); None
+      keeps the config's.
+
+  Returns:
+    The config, with `init_from` cleared (benchmarks start from scratch).
+  """
+  if model == 'resnet18':
+    if smoke:
+      config = importlib.import_module('configs.demo').get_config('smoke')
+    else:
+      config = common.base_config()
+      config.model.name = 'resnet18'
+  elif model in PAPER_CONFIGS:
+    module = importlib.import_module(f'configs.{PAPER_CONFIGS[model]}')
+    config = module.get_config('smoke' if smoke else '')
+  else:
+    raise ValueError(f'Unknown model {model!r}; use one of {MODELS}.')
+  config.init_from = ''
+  if batch:
+    config.batch_size = batch
+  if size:
+    config.augment.size = size
+  if dtype:
+    config.model.dtype = DTYPES.get(dtype, dtype)
+  return config
+
+
+def check_batch(batch: int, what: str = '--batch') -> None:
+  """Raises a clear error if `batch` does not split over the devices."""
+  devices = jax.device_count()
+  if batch % devices:
+    raise ValueError(
+      f'{what}={batch} must be divisible by the {devices} devices; pass a '
+      f'multiple of {devices}.'
+    )
+
+
+def frames_per_example(config) -> int:
+  """Frames in one model input: the clip length, or 1 for images."""
+  shape = train.model_input_shape(config)
+  return shape[1] if len(shape) == 5 else 1
+
+
+def random_batch(config, mesh, batch_size: int = 0, mask: bool = False):
+  """A global batch of random uint8 images (or clips) and labels.
+
+  Args:
+    config: the run's config (image size, clip length, classes).
+    mesh: the device mesh; the batch is split over its 'data' axis.
+    batch_size: global batch; 0 takes `config.batch_size`.
+    mask: add the all-true 'mask' an eval batch carries.
+  """
+  b = batch_size or config.batch_size
   rng = np.random.default_rng(0)
-  return sharding.global_batch(
-    {
-      'image': rng.integers(0, 256, (b, size, size, 3), np.uint8),
-      'label': rng.integers(0, config.data.num_classes, (b,), np.int32),
-    },
-    sharding.data_sharding(mesh),
+  host = {
+    'image': rng.integers(
+      0, 256, (b, *train.model_input_shape(config)[1:]), np.uint8
+    ),
+    'label': rng.integers(0, config.data.num_classes, (b,), np.int32),
+  }
+  if mask:
+    host['mask'] = np.ones((b,), bool)
+  return sharding.global_batch(host, sharding.data_sharding(mesh))
+
+
+@dataclasses.dataclass(frozen=True)
+class Compiled:
+  """A step compiled ahead of time, and what XLA says about it.
+
+  Attributes:
+    fn: the `jax.stages.Compiled` executable.
+    seconds: wall time of tracing, lowering and compiling it.
+    flops: XLA's FLOPs of one call, per device (None if unknown).
+    memory: XLA's static memory analysis in bytes (argument, output, temp,
+      generated code), or None where the backend gives none.
+  """
+
+  fn: Any
+  seconds: float
+  flops: float | None
+  memory: dict | None
+
+
+def _memory_analysis(compiled) -> dict | None:
+  try:
+    stats = compiled.memory_analysis()
+  except Exception:  # Not every backend implements it.
+    return None
+  if stats is None:
+    return None
+  names = ('argument', 'output', 'temp', 'generated_code')
+  return {
+    f'{name}_bytes': int(getattr(stats, f'{name}_size_in_bytes', 0))
+    for name in names
+  }
+
+
+def compile_step(jitted, *args) -> Compiled:
+  """Traces, lowers and compiles `jitted` for `args`, timing all three."""
+  start = time.perf_counter()
+  compiled = jitted.lower(*args).compile()
+  seconds = time.perf_counter() - start
+  return Compiled(
+    fn=compiled,
+    seconds=seconds,
+    flops=mfu_lib.compiled_flops(compiled),
+    memory=_memory_analysis(compiled),
   )
+
+
+def jit_eval_step(config, trainable, mesh):
+  """The evaluator's jitted eval step (`train._Evaluator` builds the same)."""
+  return jax.jit(
+    functools.partial(
+      evaluate_lib.eval_step,
+      model=trainable.model,
+      num_classes=config.data.num_classes,
+    ),
+    in_shardings=(trainable.state_sharding, sharding.data_sharding(mesh)),
+    out_shardings=sharding.replicated(mesh),
+  )
+
+
+class TrainLoop:
+  """Runs the compiled train step n times and waits once.
+
+  The state is threaded through and donated on every call, as the training
+  loop does; `state` is always the latest one.
+  """
+
+  def __init__(self, compiled, state, batch, rng):
+    self.compiled, self.state, self.batch, self.rng = (
+      compiled,
+      state,
+      batch,
+      rng,
+    )
+
+  def __call__(self, n: int) -> None:
+    state, metrics = self.state, None
+    for _ in range(n):
+      state, metrics = self.compiled(state, self.batch, self.rng)
+    self.state = state
+    jax.block_until_ready((state, metrics))
+
+
+def eval_loop(compiled, state, batch) -> Callable[[int], None]:
+  """Runs the compiled eval step n times and waits once."""
+
+  def run(n: int) -> None:
+    jax.block_until_ready([compiled(state, batch) for _ in range(n)])
+
+  return run
+
+
+def time_windows(run: Callable[[int], None], steps: int, windows: int):
+  """Seconds per step of each of `windows` calls of `run(steps)`."""
+  seconds = []
+  for _ in range(windows):
+    start = time.perf_counter()
+    run(steps)
+    seconds.append((time.perf_counter() - start) / steps)
+  return seconds
+
+
+def summarise(seconds: list[float], examples_per_step: int) -> dict:
+  """Median step seconds and examples per second of timed windows."""
+  median = statistics.median(seconds)
+  return {
+    'step_s_median': median,
+    'step_s_windows': seconds,
+    'examples_per_s': examples_per_step / median,
+  }
+
+
+def device_peak_bytes() -> int | None:
+  """Peak bytes in use on the first local device, where jax reports it."""
+  try:
+    stats = jax.local_devices()[0].memory_stats()
+  except Exception:  # Backends without memory stats.
+    return None
+  if not stats or 'peak_bytes_in_use' not in stats:
+    return None
+  return int(stats['peak_bytes_in_use'])
+
+
+def host_peak_rss_bytes() -> int:
+  """This process's peak resident set size (Linux reports KiB)."""
+  return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def compiled_train_step(config):
