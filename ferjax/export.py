@@ -1,0 +1,800 @@
+r"""Exports a trained run for inference without ferjax, flax or the config.
+
+  python -m ferjax.export --workdir runs/mfer_rafdb --out exports/mfer_rafdb
+  python -m ferjax.export --workdir RUN --out DIR --platforms cpu,cuda --batch 8
+  python -m ferjax.export --workdir RUN --out DIR --onnx  # + model.onnx
+
+The run's best checkpoint (else its latest) becomes one function, serialized
+with `jax.export`: uint8 RGB images (b, H, W, 3), or clips (b, T, H, W, 3)
+for clip models (`config.clip.segments` > 0), to float32 logits (b, C). The
+/255 scaling is inside it, the weights are constants in it and BatchNorm
+runs in inference mode. The batch axis is symbolic, so one export takes any
+batch size; a model that does not lower that way is exported for a fixed
+batch (`--batch`, default 1), and metadata.json says which and why.
+
+The output directory holds
+
+  model.jaxexport   the serialized function, lowered for every platform of
+                    --platforms (default cpu, cuda and tpu) at once;
+  metadata.json     class names, model name, input shape ('b' for any batch
+                    size) and dtype, the preprocessing the caller does first
+                    (the run's eval resize and size; for clip models which
+                    frames), the ferjax and jax versions, the platforms, the
+                    run's best metrics and the check below;
+  model.onnx        with --onnx only: the same function in ONNX (below).
+
+`ferjax.exported.load(DIR)` runs it with jax and numpy alone (its docstring
+says how to use it from another project). Before writing, the export is
+deserialized and run on this host against the model (metadata.json's
+'check'; --no-verify skips it). An export is written to a temporary
+directory beside --out and renamed at the end, so a failure leaves nothing;
+an --out that exists and is not empty is refused. jax.export serializes with
+the flatbuffers package.
+
+Every model of the registry lowers with a symbolic batch for cpu, cuda and
+tpu: resnet18, manet, mfer, jadfer and gcsa (clips), with weights at the
+smoke configs' sizes and, traced with abstract weights, at the papers'.
+
+ONNX (`onnx_model`, `export_onnx`, --onnx) needs the optional packages
+`jax2onnx` and `onnx` (and `onnxruntime` to check the result); without them
+it raises an ImportError naming the package. With jax2onnx 0.17.1, onnx
+1.23.2 and onnxruntime 1.32.0, resnet18, manet, mfer, jadfer and gcsa
+convert with a symbolic batch ('images' uint8 -> 'logits' float32, opset
+23, weights inside the file) and match the jax logits on a CPU within
+1.4e-6 at the smoke configs' sizes (batches of 1, 3 and 8) and within
+8.8e-6 at the papers' (224 px manet and mfer, 112 px jadfer, 16 x 112 px
+gcsa; batches of 1 and 2). jax2onnx's own max-pool conversions fail on
+these models, so max pools are rewritten first (`_max_pool_by_slices`). A
+conversion whose logits differ from the model's by more than
+`ONNX_TOLERANCE` on this host is refused.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import itertools
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable
+from collections.abc import Sequence
+from importlib import metadata as importlib_metadata
+
+import jax
+import jax.extend
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from absl import logging
+
+import ferjax
+from ferjax import checkpointing
+from ferjax import exported as exported_lib
+from ferjax import labels as labels_lib
+from ferjax import train
+from ferjax import writers
+from ferjax.data import augment
+from ferjax.data import pipeline
+from ferjax.weights import saved
+
+# jax.export's platform names ('cuda', not 'gpu').
+PLATFORMS = ('cpu', 'cuda', 'rocm', 'tpu')
+DEFAULT_PLATFORMS = ('cpu', 'cuda', 'tpu')
+ONNX_OPSET = 23
+ONNX_FILE = 'model.onnx'
+# The largest |logit| difference accepted between an export and the model.
+TOLERANCE = 1e-4
+ONNX_TOLERANCE = 1e-4
+
+
+def parse_platforms(platforms: str | Sequence[str]) -> tuple[str, ...]:
+  """Validates platform names, e.g. 'cpu,cuda' -> ('cpu', 'cuda').
+
+  Raises:
+    ValueError: naming an unknown platform and the valid ones.
+  """
+  if isinstance(platforms, str):
+    platforms = platforms.split(',')
+  names = tuple(dict.fromkeys(p.strip().lower() for p in platforms if p))
+  for name in names:
+    if name not in PLATFORMS:
+      hint = " ('gpu' is 'cuda' or 'rocm' here)" if name == 'gpu' else ''
+      raise ValueError(
+        f'--platforms: {name!r} is not a platform jax.export lowers for'
+        f'{hint}; choose from {", ".join(PLATFORMS)}, e.g. --platforms '
+        'cpu,cuda.'
+      )
+  if not names:
+    raise ValueError('--platforms is empty; e.g. --platforms cpu,cuda,tpu.')
+  return names
+
+
+def _require_flatbuffers() -> None:
+  if importlib.util.find_spec('flatbuffers') is None:
+    raise ImportError(
+      'Exporting needs the flatbuffers package, which jax.export serializes '
+      'with: pip install flatbuffers'
+    )
+
+
+def logits_function(model, variables) -> Callable[[jax.Array], jax.Array]:
+  """uint8 images -> float32 logits, with `variables` closed over.
+
+  The images are scaled to [0, 1] as the eval step does, and the model runs
+  with train=False (BatchNorm uses its running statistics, no dropout).
+  """
+
+  def logits(images):
+    scaled = images.astype(jnp.float32) / 255.0
+    outputs = model.apply(variables, scaled, train=False)
+    return outputs['logits'].astype(jnp.float32)
+
+  return logits
+
+
+def example_shape(config: ml_collections.ConfigDict) -> tuple[int, ...]:
+  """One example's shape: (S, S, 3), or (T, S, S, 3) for clip models."""
+  return tuple(train.model_input_shape(config)[1:])
+
+
+def export_logits(
+  fn: Callable[[jax.Array], jax.Array],
+  shape: Sequence[int],
+  *,
+  platforms: Sequence[str] = DEFAULT_PLATFORMS,
+  batch_polymorphic: bool = True,
+  batch_size: int = 1,
+) -> tuple[jax.export.Exported, dict]:
+  """Exports `fn` on uint8 batches of examples of `shape`.
+
+  Args:
+    fn: images -> logits, traceable by jax.
+    shape: one example's shape.
+    platforms: jax.export platform names.
+    batch_polymorphic: try a symbolic batch axis first.
+    batch_size: the fixed batch, when not polymorphic or when the symbolic
+      batch does not lower.
+
+  Returns:
+    (the Exported, a 'batch' record for metadata.json: 'polymorphic' and,
+    for a fixed batch, 'size' and why).
+  """
+  platforms = parse_platforms(platforms)
+  if batch_size < 1:
+    raise ValueError(f'--batch={batch_size}: expected a batch size >= 1.')
+  export = jax.export.export(jax.jit(fn), platforms=platforms)
+  note = 'fixed batch requested'
+  if batch_polymorphic:
+    (b,) = jax.export.symbolic_shape(exported_lib.BATCH_DIM)
+    try:
+      spec = jax.ShapeDtypeStruct((b, *shape), jnp.uint8)
+      return export(spec), {'polymorphic': True}
+    except Exception as e:  # Any lowering failure falls back to a fixed batch.
+      first = str(e).strip().splitlines()[0] if str(e).strip() else ''
+      note = f'a symbolic batch did not lower ({type(e).__name__}: {first})'
+      logging.warning('Exporting with batch %d: %s', batch_size, note)
+  spec = jax.ShapeDtypeStruct((batch_size, *shape), jnp.uint8)
+  return export(spec), {
+    'polymorphic': False,
+    'size': batch_size,
+    'note': note,
+  }
+
+
+def preprocess_spec(config: ml_collections.ConfigDict) -> dict:
+  """metadata.json's 'preprocess': how one image becomes (S, S, 3) uint8."""
+  c = augment.parse_config(config.augment)
+  spec = {
+    'size': c.size,
+    'resize': c.eval_resize,
+    'interpolation': (
+      'cv2.resize with INTER_AREA when neither side grows, else INTER_LINEAR'
+    ),
+    'color': 'RGB; grayscale replicated to 3 channels',
+    'dtype': 'uint8',
+  }
+  if c.eval_resize == 'resize':
+    spec['description'] = 'the whole image resized to size x size'
+  else:
+    spec['crop_fraction'] = c.eval_crop_fraction
+    spec['description'] = (
+      'the short side resized to int(size / crop_fraction), the long side '
+      'to keep the aspect ratio (rounded down), then the central size x '
+      'size square (offsets rounded)'
+    )
+  return spec
+
+
+def clip_spec(config: ml_collections.ConfigDict) -> dict | None:
+  """metadata.json's 'clip': which frames of a video a clip model takes."""
+  clip = pipeline.clip_config(config)
+  if clip is None:
+    return None
+  return {
+    'segments': clip.segments,
+    'frames_per_segment': clip.frames_per_segment,
+    'frames': clip.length,
+    'eval_sampling': 'segment_centres',
+    'short': clip.short,
+    'description': (
+      'N frames (a video shorter than segments * frames_per_segment is '
+      'looped whole to M = N * ceil(U*V / N) frames), t = (M - V + 1) / U: '
+      'segment u starts at floor(t / 2 + u * t) and gives V consecutive '
+      'frames, indices modulo N; each frame is then preprocessed'
+    ),
+  }
+
+
+def _checkpoint_used(workdir: str) -> dict:
+  """Which checkpoint `checkpointing.load_run` restores: best, else latest."""
+  for kind, sub in (('best', 'best'), ('latest', 'checkpoints')):
+    path = os.path.join(workdir, sub)
+    if not os.path.isdir(path):
+      continue
+    steps = [int(d) for d in os.listdir(path) if d.isdigit()]
+    if steps:
+      return {'kind': kind, 'step': max(steps)}
+  return {}
+
+
+def run_metrics(workdir: str, config: ml_collections.ConfigDict) -> dict:
+  """The run's best (and final) eval metrics, from results.json if written.
+
+  A run still training has no results.json; its best eval record in
+  metrics.jsonl stands in.
+  """
+  path = os.path.join(workdir, 'results.json')
+  if os.path.exists(path):
+    with open(path) as f:
+      results = json.load(f)
+    return {k: results[k] for k in ('best', 'final') if k in results}
+  metric = config.get('best_metric', 'war')
+  evals = [r for r in writers.read_metrics(workdir) if f'eval/{metric}' in r]
+  if not evals:
+    return {}
+  best = max(evals, key=lambda r: r[f'eval/{metric}'])
+  return {
+    'best': {
+      'step': best['step'],
+      'metric': metric,
+      **{k: best[f'eval/{k}'] for k in ('war', 'uar') if f'eval/{k}' in best},
+    }
+  }
+
+
+def build_metadata(
+  config: ml_collections.ConfigDict,
+  exp: jax.export.Exported,
+  batch: dict,
+  run: dict | None = None,
+) -> dict:
+  """metadata.json for an export of `config`'s model.
+
+  Args:
+    config: the run's config.
+    exp: the exported function.
+    batch: `export_logits`'s batch record.
+    run: where the weights came from (workdir, checkpoint, metrics).
+  """
+  num_classes = config.data.num_classes
+  lead = exported_lib.BATCH_DIM if batch['polymorphic'] else batch['size']
+  shape = [lead, *example_shape(config)]
+  clip = clip_spec(config)
+  return {
+    'format': exported_lib.FORMAT,
+    'format_version': exported_lib.FORMAT_VERSION,
+    'file': exported_lib.MODEL_FILE,
+    'model': config.model.name,
+    'class_names': list(labels_lib.class_names(num_classes)),
+    'num_classes': num_classes,
+    'input': {
+      'shape': shape,
+      'layout': 'NTHWC' if clip else 'NHWC',
+      'dtype': 'uint8',
+      'color': 'RGB',
+      'range': [0, 255],
+    },
+    'output': {'shape': [lead, num_classes], 'dtype': 'float32'},
+    'batch': batch,
+    'preprocess': preprocess_spec(config),
+    'clip': clip,
+    'platforms': list(exp.platforms),
+    'versions': {
+      'ferjax': ferjax.__version__,
+      'jax': jax.__version__,
+      'jaxlib': jax.lib.__version__,
+      'calling_convention': exp.calling_convention_version,
+    },
+    'run': run or {},
+  }
+
+
+def _max_abs_diff(exp, fn, shape: Sequence[int], batch: dict) -> float:
+  """The exported function against `fn` on random images, on this host."""
+  rng = np.random.default_rng(0)
+  size = 2 if batch['polymorphic'] else batch['size']
+  images = rng.integers(0, 256, (size, *shape), dtype=np.uint8)
+  got = jax.jit(exp.call)(images)
+  want = jax.jit(fn)(images)
+  return float(jnp.max(jnp.abs(got - want)))
+
+
+def _check_diff(diff: float, tolerance: float, what: str) -> None:
+  if not diff <= tolerance:  # NaN fails too.
+    raise RuntimeError(
+      f'{what} differs from the model by {diff:.3g} (over {tolerance}) on '
+      f'{jax.export.default_export_platform()}; nothing was written.'
+    )
+
+
+def _write(out_dir: str, files: dict[str, bytes], metadata: dict) -> str:
+  """Writes the files to a temporary directory and renames it to out_dir."""
+  saved.check_empty_target(out_dir)
+  parent = os.path.dirname(out_dir)
+  os.makedirs(parent, exist_ok=True)
+  tmp = tempfile.mkdtemp(dir=parent, prefix=f'.{os.path.basename(out_dir)}.')
+  try:
+    for name, data in files.items():
+      with open(os.path.join(tmp, name), 'wb') as f:
+        f.write(data)
+    _write_json(os.path.join(tmp, exported_lib.METADATA_FILE), metadata)
+    saved.check_empty_target(out_dir)  # Another writer?
+    os.rename(tmp, out_dir)  # Replaces an empty directory only.
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  return out_dir
+
+
+def _write_json(path: str, record: dict) -> None:
+  with open(path, 'w') as f:
+    json.dump(record, f, indent=2)
+    f.write('\n')
+
+
+def export_variables(
+  config: ml_collections.ConfigDict,
+  variables: dict,
+  out_dir: str | os.PathLike,
+  *,
+  platforms: Sequence[str] = DEFAULT_PLATFORMS,
+  batch_polymorphic: bool = True,
+  batch_size: int = 1,
+  verify: bool = True,
+  onnx: bool = False,
+  run: dict | None = None,
+) -> str:
+  """Exports `config`'s model with `variables` to `out_dir`.
+
+  Args:
+    config: a run config (model, data.num_classes, augment, clip).
+    variables: {'params': ..., 'batch_stats': ...}.
+    out_dir: the directory to create; it must not exist or be empty.
+    platforms: jax.export platform names to lower for.
+    batch_polymorphic: try a symbolic batch axis (else `batch_size`).
+    batch_size: the fixed batch when not polymorphic.
+    verify: run the deserialized export (and the ONNX model) on this host
+      against the model, refuse a difference over `TOLERANCE` and record
+      it in metadata.json (when this host's platform is among `platforms`).
+    onnx: also write model.onnx (needs jax2onnx and onnx; onnxruntime to
+      verify it).
+    run: facts about the source run for metadata.json.
+
+  Returns:
+    The absolute path of the export.
+  """
+  out_dir = os.path.abspath(os.fspath(out_dir))
+  platforms = parse_platforms(platforms)
+  saved.check_empty_target(out_dir)  # Fail before lowering.
+  _require_flatbuffers()
+  if onnx:
+    _require_onnx(verify)
+  fn = logits_function(train.create_model(config), variables)
+  shape = example_shape(config)
+  exp, batch = export_logits(
+    fn,
+    shape,
+    platforms=platforms,
+    batch_polymorphic=batch_polymorphic,
+    batch_size=batch_size,
+  )
+  files = {exported_lib.MODEL_FILE: bytes(exp.serialize())}
+  metadata = build_metadata(config, exp, batch, run)
+  here = jax.export.default_export_platform()
+  if verify and here in platforms:
+    reloaded = jax.export.deserialize(bytearray(files[exported_lib.MODEL_FILE]))
+    diff = _max_abs_diff(reloaded, fn, shape, batch)
+    _check_diff(diff, TOLERANCE, 'the exported function')
+    metadata['check'] = {'platform': here, 'max_abs_diff': diff}
+  if onnx:
+    model, onnx_batch = onnx_model(
+      fn,
+      shape,
+      batch_polymorphic=batch_polymorphic,
+      batch_size=batch_size,
+      name=config.model.name,
+    )
+    files[ONNX_FILE] = model.SerializeToString()
+    metadata['onnx'] = _onnx_record(model, onnx_batch, shape, fn, verify)
+  return _write(out_dir, files, metadata)
+
+
+def export_run(
+  workdir: str | os.PathLike,
+  out_dir: str | os.PathLike,
+  *,
+  platforms: Sequence[str] = DEFAULT_PLATFORMS,
+  batch_polymorphic: bool = True,
+  batch_size: int = 1,
+  verify: bool = True,
+  onnx: bool = False,
+) -> str:
+  """Exports a run's best (else latest) checkpoint to `out_dir`.
+
+  Args:
+    workdir: a ferjax workdir (config.json and a checkpoint).
+    out_dir: the directory to create; it must not exist or be empty.
+    platforms: jax.export platform names: cpu, cuda, rocm, tpu.
+    batch_polymorphic: export for any batch size where the model lowers
+      that way; else (or when it does not) for `batch_size`.
+    batch_size: the fixed batch size.
+    verify: check the export against the model on this host.
+    onnx: also write model.onnx (`export_variables`).
+
+  Returns:
+    The absolute path of the export.
+
+  Raises:
+    FileNotFoundError: `workdir` has no config.json or no checkpoint.
+    FileExistsError: `out_dir` exists and is not empty.
+    ValueError: an unknown platform or a bad batch size.
+    ImportError: flatbuffers (or, for `onnx`, jax2onnx) is missing.
+    RuntimeError: the export's logits differ from the model's.
+  """
+  workdir = os.path.abspath(os.fspath(workdir))
+  out_dir = os.path.abspath(os.fspath(out_dir))
+  platforms = parse_platforms(platforms)
+  if batch_size < 1:
+    raise ValueError(f'--batch={batch_size}: expected a batch size >= 1.')
+  if not os.path.isdir(workdir):
+    raise FileNotFoundError(
+      f'--workdir={workdir} does not exist; pass the --workdir of a run.py '
+      'training run.'
+    )
+  saved.check_empty_target(out_dir)
+  has_config = os.path.exists(os.path.join(workdir, 'config.json'))
+  if has_config and not _checkpoint_used(workdir):
+    raise FileNotFoundError(
+      f'--workdir={workdir} has no checkpoint yet (best/ or checkpoints/); '
+      'export it once training has saved one.'
+    )
+  config, variables = checkpointing.load_run(workdir)
+  run = {
+    'workdir': workdir,
+    'checkpoint': _checkpoint_used(workdir),
+    'metrics': run_metrics(workdir, config),
+  }
+  return export_variables(
+    config,
+    variables,
+    out_dir,
+    platforms=platforms,
+    batch_polymorphic=batch_polymorphic,
+    batch_size=batch_size,
+    verify=verify,
+    onnx=onnx,
+    run=run,
+  )
+
+
+# ----------------------------------------------------------------------- ONNX
+
+
+def _require(package: str, why: str):
+  try:
+    return importlib.import_module(package)
+  except ImportError as e:
+    raise ImportError(
+      f'{why} needs the optional {package!r} package: pip install {package}'
+    ) from e
+
+
+def _max_pool_by_slices(
+  x,
+  *,
+  window_dimensions,
+  window_strides,
+  padding,
+  base_dilation,
+  window_dilation,
+):
+  """`lax.reduce_window_max` as the max of strided slices of its input.
+
+  jax2onnx 0.17 converts a max pool over NHWC to a 4-d MaxPool, which
+  onnxruntime refuses ("Unsupported pooling size"), and its Pad cannot take
+  a symbolic batch; slices, Concat and Max convert. The -inf padding is
+  replaced by repeating the edge, which gives the same maximum whenever a
+  window reaches at most window - 1 pixels past the edge (every window then
+  holds the edge pixel). Axes with a window and stride of 1 (batch,
+  channels) are left whole, so a symbolic batch stays symbolic.
+  """
+  if any(d != 1 for d in (*base_dilation, *window_dilation)):
+    raise NotImplementedError('dilated max pooling does not convert to ONNX.')
+  for axis, ((lo, hi), window) in enumerate(
+    zip(padding, window_dimensions, strict=True)
+  ):
+    if max(lo, hi) >= window:
+      raise NotImplementedError(
+        f'max pooling padded by {(lo, hi)} >= its window {window} does not '
+        'convert to ONNX.'
+      )
+    if lo or hi:
+      size = x.shape[axis]
+      first = jax.lax.slice_in_dim(x, 0, 1, axis=axis)
+      last = jax.lax.slice_in_dim(x, size - 1, size, axis=axis)
+      x = jax.lax.concatenate([first] * lo + [x] + [last] * hi, axis)
+  pooled = None
+  for offset in itertools.product(*(range(w) for w in window_dimensions)):
+    part = x
+    for axis, (start, window, stride) in enumerate(
+      zip(offset, window_dimensions, window_strides, strict=True)
+    ):
+      if window == 1 and stride == 1:
+        continue
+      count = (x.shape[axis] - window) // stride + 1
+      limit = start + (count - 1) * stride + 1
+      part = jax.lax.slice_in_dim(part, start, limit, stride, axis)
+    pooled = part if pooled is None else jnp.maximum(pooled, part)
+  return pooled
+
+
+def _with_max_pools_as_slices(closed) -> Callable:
+  """A function evaluating `closed` (a ClosedJaxpr), max pools rewritten."""
+  jaxpr = closed.jaxpr
+
+  def fn(*args):
+    env = dict(zip(jaxpr.constvars, closed.consts, strict=True))
+    env.update(zip(jaxpr.invars, args, strict=True))
+
+    def read(v):
+      return v.val if isinstance(v, jax.extend.core.Literal) else env[v]
+
+    for eqn in jaxpr.eqns:
+      invals = [read(v) for v in eqn.invars]
+      if eqn.primitive.name == 'reduce_window_max':
+        outs = [_max_pool_by_slices(*invals, **eqn.params)]
+      else:
+        params = eqn.primitive.get_bind_params(eqn.params)
+        outs = eqn.primitive.bind(*invals, **params)
+        if not eqn.primitive.multiple_results:
+          outs = [outs]
+      env.update(zip(eqn.outvars, outs, strict=True))
+    return [read(v) for v in jaxpr.outvars]
+
+  return fn
+
+
+def onnx_model(
+  fn: Callable[[jax.Array], jax.Array],
+  shape: Sequence[int],
+  *,
+  batch_polymorphic: bool = True,
+  batch_size: int = 1,
+  opset: int = ONNX_OPSET,
+  name: str = 'ferjax',
+):
+  """Converts `fn` (uint8 images -> logits) to an ONNX model with jax2onnx.
+
+  Args:
+    fn: images -> logits, traceable by jax.
+    shape: one example's shape.
+    batch_polymorphic: try a symbolic batch axis ('b') first.
+    batch_size: the fixed batch otherwise, or when 'b' does not convert.
+    opset: the ONNX opset.
+    name: the ONNX graph's name.
+
+  Returns:
+    (an onnx.ModelProto with input 'images' and output 'logits', the batch
+    record as `export_logits` returns it).
+
+  Raises:
+    ImportError: naming jax2onnx when it is not installed.
+  """
+  jax2onnx = _require('jax2onnx', 'ONNX export')
+
+  def convert(lead):
+    spec = jax.ShapeDtypeStruct((lead, *shape), jnp.uint8)
+    # Traced outside jax2onnx, whose flax hooks reject these models' pools.
+    flat = _with_max_pools_as_slices(jax.make_jaxpr(fn)(spec))
+    return jax2onnx.to_onnx(
+      lambda images: flat(images)[0],
+      [spec],
+      model_name=name,
+      opset=opset,
+      input_names=['images'],
+      output_names=['logits'],
+    )
+
+  note = 'fixed batch requested'
+  if batch_polymorphic:
+    (b,) = jax.export.symbolic_shape(exported_lib.BATCH_DIM)
+    try:
+      return convert(b), {'polymorphic': True}
+    except Exception as e:  # Any conversion failure: try a fixed batch.
+      first = str(e).strip().splitlines()[0] if str(e).strip() else ''
+      note = f'a symbolic batch did not convert ({type(e).__name__}: {first})'
+      logging.warning('ONNX export with batch %d: %s', batch_size, note)
+  model = convert(batch_size)
+  return model, {'polymorphic': False, 'size': batch_size, 'note': note}
+
+
+def _require_onnx(verify: bool) -> None:
+  _require('jax2onnx', 'ONNX export')
+  _require('onnx', 'ONNX export')
+  if verify:
+    _require('onnxruntime', 'Checking an ONNX export (verify=False skips it)')
+
+
+def _onnx_max_abs_diff(model, fn, shape, batch: dict) -> float:
+  """onnxruntime on `model` against `fn`, on random images."""
+  ort = _require('onnxruntime', 'Checking an ONNX export')
+  session = ort.InferenceSession(
+    model.SerializeToString(), providers=['CPUExecutionProvider']
+  )
+  size = 3 if batch['polymorphic'] else batch['size']
+  rng = np.random.default_rng(0)
+  images = rng.integers(0, 256, (size, *shape), dtype=np.uint8)
+  (got,) = session.run(['logits'], {'images': images})
+  return float(np.max(np.abs(got - np.asarray(jax.jit(fn)(images)))))
+
+
+def _onnx_record(model, batch: dict, shape, fn, verify: bool) -> dict:
+  """metadata.json's 'onnx': the file, its interface and its check."""
+  lead = exported_lib.BATCH_DIM if batch['polymorphic'] else batch['size']
+  record = {
+    'file': ONNX_FILE,
+    'opset': ONNX_OPSET,
+    'input': {'name': 'images', 'shape': [lead, *shape], 'dtype': 'uint8'},
+    'output': {'name': 'logits', 'dtype': 'float32'},
+    'batch': batch,
+    'jax2onnx': importlib_metadata.version('jax2onnx'),
+    'check': None,
+  }
+  if verify:
+    diff = _onnx_max_abs_diff(model, fn, shape, batch)
+    _check_diff(diff, ONNX_TOLERANCE, 'the ONNX model (onnxruntime)')
+    record['check'] = {
+      'runtime': 'onnxruntime ' + importlib_metadata.version('onnxruntime'),
+      'max_abs_diff': diff,
+    }
+  return record
+
+
+def export_onnx(
+  workdir: str | os.PathLike,
+  out_path: str | os.PathLike,
+  *,
+  batch_polymorphic: bool = True,
+  batch_size: int = 1,
+  verify: bool = True,
+) -> str:
+  """Writes a run's logits function as one ONNX file (needs jax2onnx).
+
+  The function `export_run` exports: input 'images', uint8 (b, H, W, 3) or
+  (b, T, H, W, 3) RGB, output 'logits', float32 (b, C), the weights inside
+  the file; the caller preprocesses as `preprocess_spec` says. The module
+  docstring lists the models checked.
+
+  Args:
+    workdir: a ferjax workdir.
+    out_path: the .onnx file to write; it must not exist.
+    batch_polymorphic: a symbolic batch axis where it converts.
+    batch_size: the fixed batch otherwise.
+    verify: run the file with onnxruntime against the model; a difference
+      over `ONNX_TOLERANCE` raises and writes nothing.
+
+  Returns:
+    The absolute path of the file.
+
+  Raises:
+    ImportError: jax2onnx or onnx (or, to verify, onnxruntime) is missing.
+    FileNotFoundError: `workdir` has no config.json or no checkpoint.
+    FileExistsError: `out_path` exists.
+    RuntimeError: the ONNX model's logits differ from the model's.
+  """
+  workdir = os.path.abspath(os.fspath(workdir))
+  out_path = os.path.abspath(os.fspath(out_path))
+  if os.path.lexists(out_path):
+    raise FileExistsError(
+      f'{out_path!r} already exists; choose a new output file or remove it.'
+    )
+  _require_onnx(verify)
+  config, variables = checkpointing.load_run(workdir)
+  fn = logits_function(train.create_model(config), variables)
+  shape = example_shape(config)
+  model, batch = onnx_model(
+    fn,
+    shape,
+    batch_polymorphic=batch_polymorphic,
+    batch_size=batch_size,
+    name=config.model.name,
+  )
+  if verify:
+    diff = _onnx_max_abs_diff(model, fn, shape, batch)
+    _check_diff(diff, ONNX_TOLERANCE, 'the ONNX model (onnxruntime)')
+  parent = os.path.dirname(out_path)
+  os.makedirs(parent, exist_ok=True)
+  fd, tmp = tempfile.mkstemp(
+    dir=parent, prefix=f'.{os.path.basename(out_path)}.'
+  )
+  try:
+    with os.fdopen(fd, 'wb') as f:
+      f.write(model.SerializeToString())
+    os.replace(tmp, out_path)
+  except BaseException:
+    os.unlink(tmp)
+    raise
+  return out_path
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """Command-line entry point; returns the exit status."""
+  parser = argparse.ArgumentParser(
+    prog='python -m ferjax.export',
+    description='Exports a training run for inference (jax.export).',
+  )
+  parser.add_argument('--workdir', required=True, help='the run directory')
+  parser.add_argument('--out', required=True, help='the directory to write')
+  parser.add_argument(
+    '--platforms',
+    default=','.join(DEFAULT_PLATFORMS),
+    help='comma-separated jax.export platforms (default: %(default)s)',
+  )
+  parser.add_argument(
+    '--batch',
+    type=int,
+    default=None,
+    metavar='N',
+    help='export for a fixed batch of N (default: any batch size)',
+  )
+  parser.add_argument(
+    '--no-verify',
+    dest='verify',
+    action='store_false',
+    help='skip running the export against the model on this host',
+  )
+  parser.add_argument(
+    '--onnx',
+    action='store_true',
+    help='also write model.onnx (needs the jax2onnx and onnx packages)',
+  )
+  args = parser.parse_args(argv)
+  try:
+    out = export_run(
+      args.workdir,
+      args.out,
+      platforms=args.platforms,
+      batch_polymorphic=args.batch is None,
+      batch_size=args.batch or 1,
+      verify=args.verify,
+      onnx=args.onnx,
+    )
+  except (ValueError, OSError, ImportError, RuntimeError) as e:
+    print(f'error: {e}', file=sys.stderr)
+    return 2
+  with open(os.path.join(out, exported_lib.METADATA_FILE)) as f:
+    metadata = json.load(f)
+  print(
+    f'{metadata["model"]} from {args.workdir} -> {out}: input '
+    f'{metadata["input"]["shape"]} uint8, platforms '
+    f'{",".join(metadata["platforms"])}'
+  )
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())
