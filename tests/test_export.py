@@ -15,6 +15,7 @@ import pytest
 
 from ferjax import checkpointing
 from ferjax import export
+from ferjax import export_onnx
 from ferjax import exported
 from ferjax import train
 from ferjax.data import augment
@@ -303,7 +304,7 @@ def test_max_pools_rewritten_for_onnx_are_unchanged(window, strides, padding):
   x = np.random.default_rng(0).normal(size=(2, 9, 10, 3)).astype(np.float32)
   closed = jax.make_jaxpr(pool)(x)
   assert 'reduce_window_max' in str(closed)
-  (got,) = export._with_max_pools_as_slices(closed)(x)
+  (got,) = export_onnx._with_max_pools_as_slices(closed)(x)
   np.testing.assert_array_equal(got, pool(x))
 
 
@@ -313,7 +314,7 @@ def test_max_pools_rewritten_for_onnx_are_unchanged(window, strides, padding):
 )
 def test_onnx_without_jax2onnx_names_it(trained, tmp_path):
   with pytest.raises(ImportError, match='pip install jax2onnx'):
-    export.export_onnx(trained[1], tmp_path / 'model.onnx')
+    export_onnx.export_onnx(trained[1], tmp_path / 'model.onnx')
   assert os.listdir(tmp_path) == []
 
 
@@ -327,8 +328,8 @@ def test_onnx_export_matches_the_model(trained, tmp_path):
   )
   meta = _metadata(out)['onnx']
   assert meta['batch'] == {'polymorphic': True}
-  assert meta['check']['max_abs_diff'] < export.ONNX_TOLERANCE
-  single = export.export_onnx(workdir, tmp_path / 'model.onnx')
+  assert meta['check']['max_abs_diff'] < export_onnx.ONNX_TOLERANCE
+  single = export_onnx.export_onnx(workdir, tmp_path / 'model.onnx')
   config, variables = checkpointing.load_run(workdir)
   images = _images(3, config.augment.size, seed=2)
   want = train.create_model(config).apply(
@@ -337,7 +338,7 @@ def test_onnx_export_matches_the_model(trained, tmp_path):
   for path in (os.path.join(out, meta['file']), single):
     session = ort.InferenceSession(path, providers=['CPUExecutionProvider'])
     (got,) = session.run(['logits'], {'images': images})
-    np.testing.assert_allclose(got, want, atol=export.ONNX_TOLERANCE)
+    np.testing.assert_allclose(got, want, atol=export_onnx.ONNX_TOLERANCE)
 
 
 def test_existing_output_is_kept(trained, tmp_path):
