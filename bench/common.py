@@ -233,21 +233,6 @@ def time_windows(run: Callable[[int], None], steps: int, windows: int):
   return seconds
 
 
-def time_interleaved(
-  runs: dict[str, Callable[[int], None]], steps: int, windows: int
-) -> dict[str, list[float]]:
-  """`time_windows` of several runs, their windows taken in turn.
-
-  Load from other work on the host then slows every run alike, which keeps
-  their ratios meaningful on a shared machine.
-  """
-  seconds = {name: [] for name in runs}
-  for _ in range(windows):
-    for name, run in runs.items():
-      seconds[name] += time_windows(run, steps, 1)
-  return seconds
-
-
 def summarise(seconds: list[float], examples_per_step: int) -> dict:
   """Median step seconds and examples per second of timed windows."""
   median = statistics.median(seconds)

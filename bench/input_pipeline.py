@@ -1,0 +1,268 @@
+"""Input-pipeline throughput: JPEG decode + augment, and a decoded cache.
+
+Two sources feed ferjax's own training pipeline
+(`ferjax.data.pipeline.train_dataset`: shuffle, the config's augmentation,
+batch, prefetch, optional grain worker processes):
+
+  jpeg   a small TFDS dataset (array_record) of rendered faces stored as
+         JPEG, built on the fly in a temporary directory, in the layout of
+         the real datasets: an 'image' feature (RAF-DB's 100 px aligned
+         faces) or, for video models, a 'frames' sequence whose frames stay
+         encoded until sampled (DFEW's 224 px frames). Every batch decodes
+         and augments its images.
+  cache  the same examples decoded once into uint8 arrays held in memory;
+         every batch only augments.
+
+Each is timed for a few seconds after a warm-up that drains the prefetch
+buffer. Besides wall-clock examples/s, the CPU seconds spent meanwhile by
+this process and its worker processes give examples per CPU-second, i.e.
+per core, and so how many cores keep a given train step fed.
+"""
+
+import contextlib
+import copy
+import dataclasses
+import gc
+import io
+import tempfile
+import time
+from typing import Any
+
+import cv2
+import numpy as np
+import psutil
+import tensorflow_datasets as tfds
+from absl import logging
+
+from ferjax.data import clips as clips_lib
+from ferjax.data import pipeline
+from ferjax.labels import EXPRESSIONS_7
+from tfds_builders.synthetic_fer import render
+
+JPEG_QUALITY = 90
+# Distinct rendered faces; examples reuse them (decoding costs the same).
+_POOL = 32
+
+
+@dataclasses.dataclass(kw_only=True)
+class JpegFacesConfig(tfds.core.BuilderConfig):
+  """Size and shape of the benchmark's JPEG dataset.
+
+  Attributes:
+    image_size: side of the stored square images or frames, in pixels.
+    num_examples: number of training examples.
+    num_frames: frames per clip; 0 stores single images.
+  """
+
+  image_size: int = 100
+  num_examples: int = 256
+  num_frames: int = 0
+
+
+class JpegFaces(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+  """Rendered faces stored as JPEG, one 'train' split."""
+
+  VERSION = tfds.core.Version('1.0.0')
+  RELEASE_NOTES = {'1.0.0': 'Benchmark data.'}
+
+  def _info(self) -> tfds.core.DatasetInfo:
+    cfg = self.builder_config
+    image = tfds.features.Image(
+      shape=(cfg.image_size, cfg.image_size, 3), encoding_format='jpeg'
+    )
+    features = {'label': tfds.features.ClassLabel(names=EXPRESSIONS_7)}
+    if cfg.num_frames:
+      features['frames'] = tfds.features.Sequence(image)
+      features['num_frames'] = tfds.features.Scalar(dtype=np.int32)
+    else:
+      features['image'] = image
+    return self.dataset_info_from_configs(
+      features=tfds.features.FeaturesDict(features)
+    )
+
+  def _split_generators(self, dl_manager):
+    del dl_manager
+    return {'train': self._generate_examples()}
+
+  def _generate_examples(self):
+    cfg = self.builder_config
+    pool = [_jpeg(i, cfg.image_size) for i in range(_POOL)]
+    for index in range(cfg.num_examples):
+      example = {'label': index % len(EXPRESSIONS_7)}
+      if cfg.num_frames:
+        example['frames'] = [
+          pool[(index * 7 + t) % _POOL] for t in range(cfg.num_frames)
+        ]
+        example['num_frames'] = cfg.num_frames
+      else:
+        example['image'] = pool[index % _POOL]
+      yield index, example
+
+
+def _jpeg(index: int, size: int) -> bytes:
+  bgr = render.render_example(0, 0, index, index % len(EXPRESSIONS_7), size)
+  ok, data = cv2.imencode('.jpg', bgr, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+  if not ok:
+    raise RuntimeError(f'JPEG encoding of face {index} failed.')
+  return data.tobytes()
+
+
+def build_jpeg_source(
+  data_dir: str, image_size: int, num_examples: int, num_frames: int = 0
+):
+  """Builds the JPEG dataset in `data_dir`; returns its 'train' source.
+
+  Clip frames are left encoded (as `pipeline.data_source` leaves them), so
+  the pipeline decodes only the frames it samples.
+  """
+  name = f'{"clip" if num_frames else "image"}{image_size}_{num_examples}'
+  config = JpegFacesConfig(
+    name=name,
+    image_size=image_size,
+    num_examples=num_examples,
+    num_frames=num_frames,
+  )
+  verbosity = logging.get_verbosity()
+  logging.set_verbosity(logging.ERROR)  # TFDS warns of the custom config.
+  try:
+    tfds.disable_progress_bar()
+    builder = JpegFaces(
+      config=config, data_dir=data_dir, file_format='array_record'
+    )
+    with contextlib.redirect_stdout(io.StringIO()):  # TFDS prints progress.
+      builder.download_and_prepare()
+  finally:
+    logging.set_verbosity(verbosity)
+  decoders = {'frames': pipeline._EncodedFrames()} if num_frames else None
+  return builder.as_data_source(split='train', decoders=decoders)
+
+
+@dataclasses.dataclass(frozen=True)
+class DecodedSource:
+  """Pre-decoded uint8 images (N, H, W, 3) or clips (N, T, H, W, 3)."""
+
+  arrays: np.ndarray
+  labels: np.ndarray
+  key: str = 'image'
+
+  def __len__(self) -> int:
+    return len(self.labels)
+
+  def __getitem__(self, index) -> dict:
+    return {self.key: self.arrays[index], 'label': int(self.labels[index])}
+
+  def __repr__(self) -> str:
+    return f'DecodedSource({self.key}, {self.arrays.shape})'
+
+
+def decode_all(source) -> DecodedSource:
+  """Every example of a JPEG source, decoded once into one array."""
+  records = [source[i] for i in range(len(source))]
+  labels = np.array([r['label'] for r in records], np.int32)
+  if 'frames' in records[0]:
+    arrays = np.stack(
+      [
+        clips_lib.take_frames(r['frames'], np.arange(len(r['frames'])))
+        for r in records
+      ]
+    )
+    return DecodedSource(arrays, labels, 'frames')
+  return DecodedSource(np.stack([r['image'] for r in records]), labels)
+
+
+def _cpu_seconds(proc: psutil.Process) -> dict[int, float]:
+  """CPU seconds (user + system) so far of `proc` and each descendant."""
+  out = {}
+  for p in [proc, *proc.children(recursive=True)]:
+    try:
+      t = p.cpu_times()
+    except psutil.Error:  # Exited meanwhile.
+      continue
+    out[p.pid] = t.user + t.system
+  return out
+
+
+def measure(
+  config, source, labels, *, workers: int, seconds: float
+) -> dict[str, Any]:
+  """Examples/s of the training pipeline on `source`, and per CPU-second.
+
+  Args:
+    config: the run's config (augmentation, batch, clip sampling); its
+      `data.worker_count` is replaced by `workers`.
+    source: a random-access source of records.
+    labels: the labels of `source` (for class-balanced sampling).
+    workers: grain worker processes (0: threads of this process).
+    seconds: how long to time, after the warm-up.
+  """
+  config = copy.deepcopy(config)
+  config.data.worker_count = workers
+  ds, _ = pipeline.train_dataset(config, source=source, labels=labels)
+  it = iter(ds)
+  batch = config.batch_size
+  for _ in range(config.data.get('prefetch', 2) + 2):  # Drain the buffer.
+    next(it)
+  proc = psutil.Process()
+  cpu_before = _cpu_seconds(proc)
+  start = time.perf_counter()
+  batches = 0
+  while batches < 2 or time.perf_counter() - start < seconds:
+    next(it)
+    batches += 1
+  wall = time.perf_counter() - start
+  cpu_after = _cpu_seconds(proc)
+  cpu = sum(t - cpu_before.get(pid, 0.0) for pid, t in cpu_after.items())
+  del it, ds
+  gc.collect()
+  examples = batches * batch
+  return {
+    'workers': workers,
+    'read_threads': config.data.get('read_threads', 1),
+    'batches': batches,
+    'wall_s': wall,
+    'examples_per_s': examples / wall,
+    'cpu_s': cpu,
+    'cores_busy': cpu / wall,
+    'examples_per_cpu_s': examples / cpu if cpu > 0 else None,
+  }
+
+
+def run(
+  config,
+  *,
+  image_size: int,
+  num_examples: int,
+  workers: int = 0,
+  seconds: float = 3.0,
+) -> dict[str, Any]:
+  """Times the JPEG and the cached source, in-process and with `workers`.
+
+  Returns:
+    {'source': what was built, 'build_s': its build time, 'jpeg': [...],
+    'cache': [...]}, one `measure` result per worker count.
+  """
+  clip = pipeline.clip_config(config)
+  num_frames = max(clip.length + clip.length // 2, 2) if clip else 0
+  counts = sorted({0, workers})
+  with tempfile.TemporaryDirectory(prefix='ferjax-bench-') as data_dir:
+    start = time.perf_counter()
+    jpeg = build_jpeg_source(data_dir, image_size, num_examples, num_frames)
+    build_s = time.perf_counter() - start
+    cache = decode_all(jpeg)
+    results = {
+      'source': {
+        'format': 'jpeg',
+        'jpeg_quality': JPEG_QUALITY,
+        'image_size': image_size,
+        'num_examples': num_examples,
+        'frames_stored': num_frames,
+        'cache_bytes': int(cache.arrays.nbytes),
+      },
+      'build_s': build_s,
+    }
+    for name, source in (('jpeg', jpeg), ('cache', cache)):
+      results[name] = [
+        measure(config, source, cache.labels, workers=w, seconds=seconds)
+        for w in counts
+      ]
+  return results

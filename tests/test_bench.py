@@ -1,0 +1,165 @@
+"""The benchmarks run end to end on the CPU and report what they promise.
+
+Each runs in a subprocess with the tests' 8 fake CPU devices, on a `:smoke`
+config, and prints its table; the tests check the report's contents and
+never assert a time.
+"""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bench import mfu
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SMOKE = ('--model', 'resnet18', '--smoke', '--steps', '2')
+QUICK = ('--windows', '1', '--warmup', '1')
+
+
+def _run(module: str, *args: str) -> str:
+  """Runs `python -m module args` in the repo; returns its stdout."""
+  proc = subprocess.run(
+    [sys.executable, '-m', module, *args],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=300,
+    check=False,
+  )
+  assert proc.returncode == 0, proc.stderr[-3000:]
+  print(proc.stdout)
+  return proc.stdout
+
+
+def _report(module: str, tmp_path, *args: str) -> dict:
+  out = tmp_path / 'report.json'
+  _run(module, *args, '--json', str(out))
+  return json.loads(out.read_text())
+
+
+@pytest.mark.slow
+def test_run_reports_steps_flops_memory_and_pipeline(tmp_path):
+  r = _report(
+    'bench.run',
+    tmp_path,
+    *SMOKE,
+    '--no-torch',
+    *QUICK,
+    '--pipeline_seconds',
+    '0.2',
+  )
+  assert (r['model'], r['dtype'], r['batch'], r['size']) == (
+    'resnet18',
+    'float32',
+    16,
+    32,
+  )
+  assert r['device']['platform'] == 'cpu'
+  assert r['device']['count'] == 8
+  assert r['versions']['jax'] and r['versions']['flax']
+  for name in ('train', 'eval'):
+    step = r['jax'][name]
+    assert step['compile_s'] > 0
+    assert step['examples_per_s'] > 0
+    assert len(step['step_s_windows']) == 1
+    assert step['flops_per_step'] > 0
+  assert (
+    r['jax']['train']['flops_per_step'] > r['jax']['eval']['flops_per_step']
+  )
+  assert r['mfu']['value'] is None
+  assert '--peak_tflops' in r['mfu']['reason']
+  assert r['memory']['host_peak_rss_bytes'] > 0
+  assert r['memory']['train_step_compiled']['argument_bytes'] > 0
+  assert r['torch'] == {'available': False, 'reason': '--no-torch'}
+  pipe = r['pipeline']
+  assert pipe['source']['format'] == 'jpeg'
+  for name in ('jpeg', 'cache'):
+    (m,) = pipe[name]
+    assert m['workers'] == 0
+    assert m['examples_per_s'] > 0
+    assert m['cores_to_feed_train_step'] is None or (
+      m['cores_to_feed_train_step'] > 0
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.torch
+def test_run_compares_with_pytorch(tmp_path):
+  pytest.importorskip('torch')
+  r = _report(
+    'bench.run',
+    tmp_path,
+    *SMOKE,
+    *QUICK,
+    '--no-pipeline',
+    '--peak_tflops',
+    '1',
+  )
+  t = r['torch']
+  assert t['available'], t
+  assert t['torch_device'] in ('cpu', 'cuda')
+  for name in ('train', 'eval'):
+    assert t[name]['examples_per_s'] > 0
+    assert t[f'ratio_{name}'] > 0
+  assert r['mfu']['value'] > 0
+  assert r['mfu']['peak_basis'] == '--peak_tflops'
+  assert r['pipeline'] == {'skipped': '--no-pipeline'}
+
+
+@pytest.mark.slow
+def test_memory_reports_rss_per_epoch(tmp_path, smoke_data_dir):
+  r = _report(
+    'bench.memory', tmp_path, '--steps', '30', '--data_dir', smoke_data_dir
+  )
+  assert r['steps_per_epoch'] == 28
+  assert [e['step'] for e in r['epochs']] == [28, 30]
+  assert all(e['rss_bytes'] > 0 for e in r['epochs'])
+  assert r['growth_after_first_epoch_mib'] is not None
+
+
+@pytest.mark.parametrize(
+  'kind, platform, dtype, want',
+  [
+    ('NVIDIA H100 80GB HBM3', 'gpu', 'bfloat16', 989.0),
+    ('NVIDIA H100 80GB HBM3', 'gpu', 'float32', 494.0),
+    ('NVIDIA H200', 'gpu', 'bfloat16', 989.0),
+    ('NVIDIA H100 PCIe', 'gpu', 'bfloat16', 756.0),
+    ('NVIDIA A100-SXM4-80GB', 'gpu', 'bfloat16', 312.0),
+    ('TPU v4', 'tpu', 'bfloat16', 275.0),
+    ('TPU v5 lite', 'tpu', 'bfloat16', 197.0),
+    ('TPU v5p', 'tpu', 'float32', 459.0),
+    ('TPU v6 lite', 'tpu', 'bfloat16', 918.0),
+  ],
+)
+def test_peak_table(kind, platform, dtype, want):
+  peak, basis = mfu.peak_tflops(kind, platform, dtype)
+  assert peak == want, basis
+
+
+def test_no_peak_for_cpu():
+  peak, reason = mfu.peak_tflops('cpu', 'cpu', 'float32')
+  assert peak is None
+  assert '--peak_tflops' in reason
+  assert mfu.mfu(1e9, 0.1, None) is None
+
+
+def test_mfu_and_flops_of_any_cost_analysis_shape():
+  assert mfu.mfu(2e12, 0.5, 8.0) == pytest.approx(0.5)
+
+  class Compiled:
+    def __init__(self, cost):
+      self.cost = cost
+
+    def cost_analysis(self):
+      if isinstance(self.cost, Exception):
+        raise self.cost
+      return self.cost
+
+  assert mfu.compiled_flops(Compiled({'flops': 5.0})) == 5.0
+  assert mfu.compiled_flops(Compiled([{'flops': 7.0}])) == 7.0
+  assert mfu.compiled_flops(Compiled([])) is None
+  assert mfu.compiled_flops(Compiled({'bytes accessed': 1.0})) is None
+  assert mfu.compiled_flops(Compiled(NotImplementedError())) is None
