@@ -140,7 +140,14 @@ class Compiled:
   Attributes:
     fn: the `jax.stages.Compiled` executable.
     seconds: wall time of tracing, lowering and compiling it.
-    flops: XLA's FLOPs of one call, per device (None if unknown).
+    flops: the model FLOPs of one call, per device: XLA's cost analysis of
+      the lowered, unoptimised program (None if unknown). Backends rewrite
+      ops before they run them (XLA:CPU runs a depthwise convolution's
+      weight gradient as a dense convolution, 30x the FLOPs; XLA:GPU's
+      count of the optimised program leaves out the convolutions cuDNN
+      runs), so MFU is held to the model's arithmetic, not the backend's.
+    executed_flops: the cost analysis of the compiled program, as the
+      backend counts it (None if unknown).
     memory: XLA's static memory analysis in bytes (argument, output, temp,
       generated code), or None where the backend gives none.
   """
@@ -148,6 +155,7 @@ class Compiled:
   fn: Any
   seconds: float
   flops: float | None
+  executed_flops: float | None
   memory: dict | None
 
 
@@ -168,12 +176,15 @@ def _memory_analysis(compiled) -> dict | None:
 def compile_step(jitted, *args) -> Compiled:
   """Traces, lowers and compiles `jitted` for `args`, timing all three."""
   start = time.perf_counter()
-  compiled = jitted.lower(*args).compile()
+  lowered = jitted.lower(*args)
+  compiled = lowered.compile()
   seconds = time.perf_counter() - start
+  executed = mfu_lib.compiled_flops(compiled)
   return Compiled(
     fn=compiled,
     seconds=seconds,
-    flops=mfu_lib.compiled_flops(compiled),
+    flops=mfu_lib.compiled_flops(lowered) or executed,
+    executed_flops=executed,
     memory=_memory_analysis(compiled),
   )
 

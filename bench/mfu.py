@@ -1,10 +1,12 @@
 """FLOPs of a compiled step and model FLOPs utilisation (MFU).
 
-MFU = (FLOPs of one step, from XLA's cost analysis of the compiled program)
+MFU = (FLOPs of one step, from XLA's cost analysis of the lowered program)
 x (steps per second) / (the device's peak FLOP/s). The FLOPs are those XLA
-counts in the optimised HLO (2 per multiply-add of a dot or convolution,
+counts in the unoptimised HLO (2 per multiply-add of a dot or convolution,
 plus elementwise work), per device: a data-parallel step over D devices
-runs D times that in all.
+runs D times that in all. The optimised program's count is not used: it
+follows the backend's rewrites (a dense convolution for a depthwise weight
+gradient on CPU; nothing for the convolutions cuDNN runs on GPU).
 
 Peaks are dense (no sparsity), per GPU or TPU chip, in TFLOP/s, from the
 vendors' data sheets. The peak a run is held to follows its compute dtype:
@@ -93,11 +95,11 @@ def peak_tflops(
 
 
 def compiled_flops(compiled) -> float | None:
-  """FLOPs of one run of a compiled program, per device, or None.
+  """FLOPs of one run of a lowered or compiled program, per device, or None.
 
-  `jax.stages.Compiled.cost_analysis()` returns a dict in recent jax, a
-  list holding one dict per program in older versions, and may raise or
-  return nothing on backends without cost analysis.
+  `cost_analysis()` returns a dict in recent jax, a list holding one dict
+  per program in older versions, and may raise or return nothing on
+  backends without cost analysis.
   """
   try:
     cost = compiled.cost_analysis()

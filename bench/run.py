@@ -155,6 +155,7 @@ class JaxSteps:
         'flops_per_step_per_device': flops,
         'flops_per_step': flops * devices_ if flops else None,
         'flops_per_example': flops * devices_ / b if flops else None,
+        'executed_flops_per_step_per_device': c.executed_flops,
         'compiled_memory': c.memory,
       }
     out['device_peak_bytes'] = common.device_peak_bytes()

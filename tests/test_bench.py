@@ -10,8 +10,11 @@ import os
 import subprocess
 import sys
 
+import jax
+import jax.numpy as jnp
 import pytest
 
+from bench import common
 from bench import mfu
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -163,3 +166,12 @@ def test_mfu_and_flops_of_any_cost_analysis_shape():
   assert mfu.compiled_flops(Compiled([])) is None
   assert mfu.compiled_flops(Compiled({'bytes accessed': 1.0})) is None
   assert mfu.compiled_flops(Compiled(NotImplementedError())) is None
+
+
+def test_model_flops_come_from_the_lowered_program():
+  """2·m·n·k for a matmul, whatever the backend makes of it."""
+  a, b = jnp.ones((8, 16)), jnp.ones((16, 4))
+  compiled = common.compile_step(jax.jit(jnp.matmul), a, b)
+  assert compiled.flops == 2 * 8 * 16 * 4
+  assert compiled.executed_flops is not None
+  assert compiled.fn(a, b).shape == (8, 4)
