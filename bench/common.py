@@ -69,7 +69,7 @@ def make_config(
     batch: global batch size; None keeps the config's.
     size: image side in pixels (`config.augment.size`); None keeps it.
     dtype: compute dtype, 'bfloat16' or 'float32' (or 'bf16', 'f32'); None
-      keeps the config's.
+      keeps the config's, with 'auto' resolved for this backend.
 
   Returns:
     The config, with `init_from` cleared (benchmarks start from scratch).
@@ -90,8 +90,9 @@ def make_config(
     config.batch_size = batch
   if size:
     config.augment.size = size
-  if dtype:
-    config.model.dtype = DTYPES.get(dtype, dtype)
+  # 'auto' resolves here, so reports name the dtype that ran.
+  name = DTYPES.get(dtype, dtype) if dtype else config.model.dtype
+  config.model.dtype = train.compute_dtype(name).name
   return config
 
 
@@ -234,24 +235,41 @@ def eval_loop(compiled, state, batch) -> Callable[[int], None]:
   return run
 
 
+def cpu_seconds() -> float:
+  """CPU seconds (user + system) this process has used so far."""
+  usage = resource.getrusage(resource.RUSAGE_SELF)
+  return usage.ru_utime + usage.ru_stime
+
+
 def time_windows(run: Callable[[int], None], steps: int, windows: int):
-  """Seconds per step of each of `windows` calls of `run(steps)`."""
-  seconds = []
+  """Seconds per step of each of `windows` calls of `run(steps)`.
+
+  Returns {'wall': [...], 'cpu': [...]}: wall-clock seconds per step, and
+  the process's CPU seconds per step (all its threads). On a shared CPU
+  host the wall time also measures the neighbours' load; the CPU time
+  mostly does not, so the two frameworks can be compared by either.
+  """
+  wall, cpu = [], []
   for _ in range(windows):
-    start = time.perf_counter()
+    start, start_cpu = time.perf_counter(), cpu_seconds()
     run(steps)
-    seconds.append((time.perf_counter() - start) / steps)
-  return seconds
+    wall.append((time.perf_counter() - start) / steps)
+    cpu.append((cpu_seconds() - start_cpu) / steps)
+  return {'wall': wall, 'cpu': cpu}
 
 
-def summarise(seconds: list[float], examples_per_step: int) -> dict:
+def summarise(timed: dict[str, list[float]], examples_per_step: int) -> dict:
   """Median step seconds and examples per second of timed windows."""
+  seconds = timed['wall']
   median = statistics.median(seconds)
+  cpu = statistics.median(timed['cpu'])
   return {
     'step_s_median': median,
     'step_s_min': min(seconds),
     'step_s_windows': seconds,
     'examples_per_s': examples_per_step / median,
+    'cpu_s_per_step_median': cpu,
+    'examples_per_cpu_s': examples_per_step / cpu if cpu > 0 else None,
   }
 
 

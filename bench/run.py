@@ -139,7 +139,7 @@ class JaxSteps:
     self.eval_compiled = common.compile_step(jitted, self.train.state, batch)
     self.eval = common.eval_loop(self.eval_compiled.fn, self.train.state, batch)
 
-  def results(self, seconds: dict[str, list[float]]) -> dict:
+  def results(self, seconds: dict[str, dict]) -> dict:
     """The report's 'jax' part, from the timed seconds per step."""
     out = {'params': self.trainable.num_params}
     devices_ = jax.device_count()
@@ -201,11 +201,18 @@ def torch_results(steps, what, seconds: dict, jax_results: dict) -> dict:
     out[f'ratio_{name}'] = (
       jax_results[name]['examples_per_s'] / out[name]['examples_per_s']
     )
+    # The same ratio per CPU-second: on a shared host it is less affected
+    # by other processes than the wall-clock one (GPU runs: host work only).
+    jax_cpu = jax_results[name]['examples_per_cpu_s']
+    torch_cpu = out[name]['examples_per_cpu_s']
+    out[f'ratio_{name}_per_cpu_s'] = (
+      jax_cpu / torch_cpu if jax_cpu and torch_cpu else None
+    )
   out.update(steps.describe())
   return out
 
 
-def _time(steps, args) -> dict[str, list[float]]:
+def _time(steps, args) -> dict[str, dict]:
   """Seconds per step of `steps.train` then `steps.eval`, after warm-up."""
   seconds = {}
   for phase in ('train', 'eval'):
@@ -287,7 +294,7 @@ def table(report: dict) -> str:
     'steps',
     '',
     f'{"":16}{"compile s":>10}{"step ms":>10}{unit + "/s":>10}'
-    f'{"GFLOP/step":>12}',
+    f'{"cpu ms":>10}{"GFLOP/step":>12}',
   ]
   for name in ('train', 'eval'):
     r = j[name]
@@ -295,6 +302,7 @@ def table(report: dict) -> str:
     lines.append(
       f'{"ferjax " + name:16}{r["compile_s"]:10.1f}'
       f'{r["step_s_median"] * 1e3:10.1f}{r["examples_per_s"]:10.1f}'
+      f'{r["cpu_s_per_step_median"] * 1e3:10.1f}'
       f'{_fmt(flops and flops / 1e9, ".4g"):>12}'
     )
   if t.get('available'):
@@ -302,11 +310,13 @@ def table(report: dict) -> str:
       r = t[name]
       lines.append(
         f'{"pytorch " + name:16}{"":>10}{r["step_s_median"] * 1e3:10.1f}'
-        f'{r["examples_per_s"]:10.1f}'
+        f'{r["examples_per_s"]:10.1f}{r["cpu_s_per_step_median"] * 1e3:10.1f}'
       )
     lines.append(
       f'ferjax / pytorch {unit}/s: train {t["ratio_train"]:.2f}, eval '
-      f'{t["ratio_eval"]:.2f}  (pytorch {t["version"]} on '
+      f'{t["ratio_eval"]:.2f}; per CPU-second: train '
+      f'{_fmt(t["ratio_train_per_cpu_s"], ".2f")}, eval '
+      f'{_fmt(t["ratio_eval_per_cpu_s"], ".2f")}  (pytorch {t["version"]} on '
       f'{t["torch_device"]}, {t["threads"]} threads, {t["model"]})'
     )
   else:

@@ -98,7 +98,9 @@ def base_config() -> ml_collections.ConfigDict:
 
   config.model = ml_collections.ConfigDict()
   config.model.name = 'resnet18'
-  config.model.dtype = 'float32'  # Compute dtype; 'bfloat16' on GPU/TPU.
+  # Compute dtype: 'auto' is bfloat16 on GPU/TPU and float32 on CPU
+  # (`ferjax.train.compute_dtype`); parameters always stay float32.
+  config.model.dtype = 'auto'
 
   config.loss = ml_collections.ConfigDict()
   config.loss.name = 'softmax_xent'

@@ -181,16 +181,24 @@ def _define_flags() -> None:
     'folds', '', "Builder configs, comma-separated, or 'all'."
   )
   flags.DEFINE_list('seeds', ['0'], 'Seeds, comma-separated.')
+  flags.DEFINE_string(
+    'compilation_cache_dir',
+    None,
+    "Persistent XLA compilation cache (default ~/.cache/ferjax/xla; '' off).",
+  )
   flags.mark_flags_as_required(['config', 'workdir'])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
-  from ferjax import train  # noqa: PLC0415  (heavy; flags parse first)
+  from ferjax import runtime  # noqa: PLC0415  (heavy; flags parse first)
+  from ferjax import train  # noqa: PLC0415
 
   logging.set_verbosity(logging.INFO)
   writers.quiet_library_logs()
+  # Every run after the first compiles nothing: same program, cached.
+  runtime.enable_compilation_cache(flags.FLAGS.compilation_cache_dir)
   config = flags.FLAGS.config
   folds = expand_folds(
     config.data.name, flags.FLAGS.folds, config.data.get('config')

@@ -32,6 +32,7 @@ from ferjax import optim
 from ferjax import sharding
 from ferjax import viz
 from ferjax import writers
+from ferjax.data import device_augment
 from ferjax.data import pipeline
 
 
@@ -50,12 +51,34 @@ class TrainState:
     return {'params': self.params, **self.model_state}
 
 
+# Backends whose matrix units run bfloat16 at full rate.
+BF16_BACKENDS = ('gpu', 'cuda', 'rocm', 'tpu')
+
+
+def compute_dtype(name: str, backend: str | None = None) -> jnp.dtype:
+  """`config.model.dtype` as a dtype; 'auto' picks one for the backend.
+
+  'auto' is bfloat16 on GPUs and TPUs (parameters, optimizer state, losses
+  and metrics stay float32: mixed precision with f32 master weights) and
+  float32 on CPUs, whose XLA backend has no fast bfloat16 convolutions.
+  """
+  if name == 'auto':
+    backend = backend or jax.default_backend()
+    name = 'bfloat16' if backend in BF16_BACKENDS else 'float32'
+  try:
+    return jnp.dtype(name)
+  except TypeError as e:
+    raise ValueError(
+      f"config.model.dtype={name!r}; use 'auto', 'bfloat16' or 'float32'."
+    ) from e
+
+
 def _model_fields(config: ml_collections.ConfigDict) -> tuple[str, dict]:
   """The model's registry name and its fields, num_classes included."""
   fields = config.model.to_dict()
   name = fields.pop('name')
-  if 'dtype' in fields:  # Compute dtype by name, e.g. 'bfloat16'.
-    fields['dtype'] = jnp.dtype(fields['dtype'])
+  if 'dtype' in fields:  # Compute dtype by name, e.g. 'bfloat16' or 'auto'.
+    fields['dtype'] = compute_dtype(fields['dtype'])
   return name, {**fields, 'num_classes': config.data.num_classes}
 
 
@@ -100,10 +123,18 @@ def init_state(
   )
 
 
-def train_step(state, batch, rng, *, model, tx, loss_fn, schedule):
-  """One optimizer step on a global batch; returns (state, metrics)."""
+def train_step(
+  state, batch, rng, *, model, tx, loss_fn, schedule, augment_cfg=None
+):
+  """One optimizer step on a global batch; returns (state, metrics).
+
+  Batches from `config.augment.on_device` pipelines carry their sampled
+  augmentation in batch['augment'], applied here on the devices
+  (`ferjax.data.device_augment`); `augment_cfg` is then the parsed
+  `config.augment`.
+  """
   step_rng = jax.random.fold_in(rng, state.step)
-  images = batch['image'].astype(jnp.float32) / 255.0
+  images = device_augment.batch_images(batch, augment_cfg)
 
   def loss_of(params):
     outputs, new_model_state = model.apply(
@@ -353,6 +384,7 @@ def build_trainable(
       tx=tx,
       loss_fn=_loss_fn(config),
       schedule=schedule,
+      augment_cfg=pipeline.augment_config(config),
     ),
     state_sharding,
     mesh,

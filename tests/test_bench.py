@@ -68,6 +68,7 @@ def test_run_reports_steps_flops_memory_and_pipeline(tmp_path):
     assert step['compile_s'] > 0
     assert step['examples_per_s'] > 0
     assert len(step['step_s_windows']) == 1
+    assert step['cpu_s_per_step_median'] > 0
     assert step['flops_per_step'] > 0
   assert (
     r['jax']['train']['flops_per_step'] > r['jax']['eval']['flops_per_step']
@@ -107,6 +108,7 @@ def test_run_compares_with_pytorch(tmp_path):
   for name in ('train', 'eval'):
     assert t[name]['examples_per_s'] > 0
     assert t[f'ratio_{name}'] > 0
+    assert t[f'ratio_{name}_per_cpu_s'] > 0
   assert r['mfu']['value'] > 0
   assert r['mfu']['peak_basis'] == '--peak_tflops'
   assert r['pipeline'] == {'skipped': '--no-pipeline'}

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -193,3 +194,54 @@ def test_load_run_gives_the_config_and_best_variables(trained, tmp_path):
   (tmp_path / 'config.json').write_text('{}')
   with pytest.raises(FileNotFoundError, match='workdir=.* holds no checkpoint'):
     checkpointing.load_run(str(tmp_path))
+
+
+@pytest.mark.parametrize(
+  'name, backend, expected',
+  [
+    ('auto', 'cpu', 'float32'),
+    ('auto', 'gpu', 'bfloat16'),
+    ('auto', 'cuda', 'bfloat16'),
+    ('auto', 'tpu', 'bfloat16'),
+    ('float32', 'tpu', 'float32'),
+    ('bfloat16', 'cpu', 'bfloat16'),
+  ],
+)
+def test_compute_dtype_auto_is_bf16_on_accelerators(name, backend, expected):
+  assert train.compute_dtype(name, backend) == np.dtype(expected)
+
+
+def test_unknown_compute_dtype_names_the_field():
+  with pytest.raises(ValueError, match='config.model.dtype=.*bf32'):
+    train.compute_dtype('bf32')
+
+
+def test_bf16_step_keeps_float32_master_weights(smoke_config):
+  """Mixed precision: bf16 activations, float32 params, state and loss."""
+  smoke_config.model.dtype = 'bfloat16'
+  mesh = jax.make_mesh((jax.device_count(),), ('data',))
+  trainable = train.build_trainable(smoke_config, mesh, 1, 1, jax.random.key(0))
+  size, b = smoke_config.augment.size, smoke_config.batch_size
+  rng = np.random.default_rng(0)
+  batch = {
+    'image': rng.integers(0, 256, (b, size, size, 3), dtype=np.uint8),
+    'label': rng.integers(0, 7, (b,), dtype=np.int32),
+  }
+  before = jax.tree.map(np.asarray, trainable.state.params)
+  state, metrics = trainable.step_fn(trainable.state, batch, jax.random.key(1))
+  for tree in (state.params, state.opt_state, state.model_state):
+    for leaf in jax.tree.leaves(tree):
+      if jnp.issubdtype(leaf.dtype, jnp.floating):
+        assert leaf.dtype == jnp.float32
+  assert metrics['loss'].dtype == jnp.float32 and np.isfinite(metrics['loss'])
+  moved = jax.tree.map(
+    lambda a, b: np.abs(np.asarray(a) - b).max(), state.params, before
+  )
+  assert max(jax.tree.leaves(moved)) > 0
+  _, hidden = trainable.model.apply(
+    state.variables(),
+    jnp.zeros((1, size, size, 3)),
+    capture_intermediates=True,
+    mutable=['intermediates'],
+  )
+  assert jnp.dtype('bfloat16') in {x.dtype for x in jax.tree.leaves(hidden)}

@@ -71,6 +71,8 @@ _DEFAULTS: dict[str, Any] = {
   'erasing_value': 0,
   'eval_resize': 'resize',
   'eval_crop_fraction': 0.875,
+  'on_device': False,
+  'device_source_size': 0,
 }
 _BORDERS = ('constant', 'reflect', 'replicate')
 _EVAL_RESIZES = ('resize', 'center_crop')
@@ -146,6 +148,20 @@ def default_config() -> ml_collections.ConfigDict:
       to int(size / eval_crop_fraction) and takes the central square
       [Resize(int(size / f)), CenterCrop(size)].
     eval_crop_fraction: the fraction f above, 0 < f <= 1.
+    on_device: run the train augmentation's pixel work on the accelerator
+      inside the train step (`ferjax.data.device_augment`): the host only
+      decodes and draws the parameters, with the same draws as the host
+      path. Not with RandAugment (randaugment_ops > 0), nor with a rotation
+      that can shrink by 2x or more (a crop side >= 2 * size), which the host
+      path area-averages first.
+    device_source_size: S > 0 first resizes every decoded training image to
+      S x S (area averaging when shrinking, bilinear otherwise) so that the
+      images of a batch stack, as `on_device` needs; this changes the aspect
+      ratio of non-square images and is meant for variable-size datasets such
+      as AffectNet's crops. It applies to the host path too, which then
+      draws the same parameters as the device path. 0 keeps the decoded
+      images, which must then all have one size for `on_device` (e.g.
+      RAF-DB aligned 100 x 100, FERPlus 48 x 48, synthetic_fer).
   """
   fields = dict(_DEFAULTS)
   # These hold an int or a triple (or a string), so must not be type-locked.
@@ -184,6 +200,8 @@ class AugmentConfig:
   erasing_value: str | int | tuple[int, int, int]
   eval_resize: str
   eval_crop_fraction: float
+  on_device: bool
+  device_source_size: int
 
   @property
   def color_jitter(self) -> bool:
@@ -241,6 +259,32 @@ def _int(name: str, value: Any, lo: int, hi: float, expected: str) -> int:
   if not _is_int(value) or not lo <= value <= hi:
     raise _invalid(name, value, expected)
   return int(value)
+
+
+def _bool(name: str, value: Any) -> bool:
+  if not isinstance(value, bool | np.bool_):
+    raise _invalid(name, value, 'True or False')
+  return bool(value)
+
+
+def _check_on_device(c: AugmentConfig) -> None:
+  """Refuses what `ferjax.data.device_augment` cannot reproduce exactly."""
+  if not c.on_device:
+    return
+  if c.randaugment_ops:
+    raise ValueError(
+      f'augment config field randaugment_ops={c.randaugment_ops} cannot run '
+      'with on_device=True (RandAugment runs on the host only); set '
+      'randaugment_ops=0 or on_device=False.'
+    )
+  if c.rotation and c.device_source_size >= 2 * c.size:
+    raise ValueError(
+      f'augment config field device_source_size={c.device_source_size} '
+      f'with rotation={c.rotation} and on_device=True: a crop of 2 * size = '
+      f'{2 * c.size} px or more is area-averaged before the rotated warp on '
+      'the host, which the device path does not do; set device_source_size '
+      f'below {2 * c.size}, rotation=0 or on_device=False.'
+    )
 
 
 def _byte_or_triple(value: Any) -> int | tuple[int, int, int] | None:
@@ -327,7 +371,7 @@ def parse_config(cfg: Config | AugmentConfig) -> AugmentConfig:
   bins = _int(
     'randaugment_bins', v['randaugment_bins'], 2, math.inf, 'an int >= 2'
   )
-  return AugmentConfig(
+  parsed = AugmentConfig(
     size=_int('size', v['size'], 1, math.inf, 'an int >= 1'),
     crop_scale=_pair(
       'crop_scale', v['crop_scale'], 1.0, '(min, max) with 0 < min <= max <= 1'
@@ -394,4 +438,14 @@ def parse_config(cfg: Config | AugmentConfig) -> AugmentConfig:
       1.0,
       'a fraction in (0, 1]',
     ),
+    on_device=_bool('on_device', v['on_device']),
+    device_source_size=_int(
+      'device_source_size',
+      v['device_source_size'],
+      0,
+      math.inf,
+      'an int >= 0 (0 keeps the decoded size)',
+    ),
   )
+  _check_on_device(parsed)
+  return parsed

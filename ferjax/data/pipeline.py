@@ -31,6 +31,12 @@ than U*V frames are removed from the split before it is shuffled or padded
 (the count is logged), so an epoch is every kept clip once.
 
 Images stay uint8 on the host (4x less to transfer); steps convert on device.
+
+With `config.augment.on_device` the train pipeline does not augment: it
+yields the decoded images (all of one size, or resized to
+`config.augment.device_source_size`) with an 'augment' entry of drawn
+parameters, the same draws as the host path, and the train step applies
+them with `ferjax.data.device_augment.batch_images`. Eval is unchanged.
 """
 
 import dataclasses
@@ -49,6 +55,7 @@ from ferjax.data import augment
 from ferjax.data import build as build_lib
 from ferjax.data import clips
 from ferjax.data import datasets
+from ferjax.data import device_augment
 
 
 class DatasetNotBuiltError(FileNotFoundError):
@@ -309,28 +316,61 @@ class Lookup(grain.transforms.Map):
     return self.source[index]
 
 
+def _train_pixels(image, rng, c: augment.AugmentConfig, clip: bool):
+  """Decoded image (or chosen frames) -> (train pixels, device params)."""
+  if c.device_source_size:
+    image = device_augment.resize_source(image, c.device_source_size, clip)
+  if c.on_device:
+    return device_augment.prepare(image, rng, c, clip)
+  if clip:
+    return clips.train_clip_transform(image, rng, c), None
+  return augment.train_transform(image, rng, c), None
+
+
 @dataclasses.dataclass(frozen=True)
 class TrainMap(grain.transforms.RandomMap):
-  """Decoded record -> augmented uint8 image (or clip) and int32 label."""
+  """Decoded record -> augmented uint8 image (or clip) and int32 label.
+
+  With `augment.on_device` the image is the decoded one (resized to
+  `augment.device_source_size` if set) and 'augment' holds the drawn
+  parameters (`device_augment.host_params`) that the train step applies.
+  """
 
   augment_cfg: Any
   soft_target: str | None = None
   clip: clips.ClipConfig | None = None
 
   def random_map(self, record, rng: np.random.Generator):
+    c = augment.parse_config(self.augment_cfg)
     if self.clip:
-      ex = {
-        'image': clips.train_clip(
-          record['frames'], rng, self.clip, self.augment_cfg
-        ),
-        'label': np.int32(record['label']),
-      }
+      frames = record['frames']
+      indices = clips.train_indices(
+        len(frames), self.clip.segments, self.clip.frames_per_segment, rng
+      )
+      image = clips.take_frames(frames, indices)
+      ex = {'label': np.int32(record['label'])}
     else:
       ex = _example(record)
-      ex['image'] = augment.train_transform(ex['image'], rng, self.augment_cfg)
+      image = ex['image']
+    ex['image'], params = _train_pixels(image, rng, c, self.clip is not None)
+    if params is not None:
+      ex['augment'] = params
     if self.soft_target:
       ex['target'] = np.asarray(record[self.soft_target], np.float32)
     return ex
+
+
+def _stack_same_size(examples):
+  """grain's batching, with a clear error for images of several sizes."""
+  try:
+    return jax.tree.map(lambda *xs: np.stack(xs), *examples)
+  except ValueError as e:
+    shapes = sorted({ex['image'].shape for ex in examples})
+    raise ValueError(
+      f'augment.on_device batches the decoded images, which differ in size '
+      f'here ({shapes}); set config.augment.device_source_size to a side '
+      'they are all resized to.'
+    ) from e
 
 
 @dataclasses.dataclass(frozen=True)
@@ -421,7 +461,9 @@ def train_dataset(config: ml_collections.ConfigDict, source=None, labels=None):
   Returns:
     (iter dataset yielding {'image': uint8 [b,h,w,3], 'label': int32 [b]}
     with b the per-process batch, or 'image' uint8 [b,U*V,h,w,3] for clip
-    configs; number of training examples, after dropping short clips).
+    configs; with `augment.on_device` h, w are the decoded size and
+    'augment' holds the parameters; number of training examples, after
+    dropping short clips).
   """
   split = config.data.train_split
   clip = clip_config(config)
@@ -449,8 +491,11 @@ def train_dataset(config: ml_collections.ConfigDict, source=None, labels=None):
   train_map = TrainMap(
     augment_config(config), config.data.get('soft_target'), clip
   )
+  on_device = train_map.augment_cfg.on_device
   ds = ds.random_map(train_map, seed=config.seed + 1).batch(
-    plan.local_batch, drop_remainder=True
+    plan.local_batch,
+    drop_remainder=True,
+    batch_fn=_stack_same_size if on_device else None,
   )
   return _iter(plan.take_process_batches(ds), config.data), len(source)
 
