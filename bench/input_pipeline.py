@@ -10,8 +10,10 @@ batch, prefetch, optional grain worker processes):
          faces) or, for video models, a 'frames' sequence whose frames stay
          encoded until sampled (DFEW's 224 px frames). Every batch decodes
          and augments its images.
-  cache  the same examples decoded once into uint8 arrays held in memory;
-         every batch only augments.
+  cache  the same examples decoded once: for images, ferjax's own decoded
+         cache (`config.data.decoded_cache`, memory-mapped arrays on local
+         disk); for clips, uint8 arrays held in memory. Every batch only
+         augments.
 
 Each is timed for a few seconds after a warm-up that drains the prefetch
 buffer. Besides wall-clock examples/s, the CPU seconds spent meanwhile by
@@ -35,6 +37,7 @@ import tensorflow_datasets as tfds
 from absl import logging
 
 from ferjax.data import clips as clips_lib
+from ferjax.data import decoded_cache
 from ferjax.data import pipeline
 from ferjax.labels import EXPRESSIONS_7
 from tfds_builders.synthetic_fer import render
@@ -138,36 +141,33 @@ def build_jpeg_source(
 
 
 @dataclasses.dataclass(frozen=True)
-class DecodedSource:
-  """Pre-decoded uint8 images (N, H, W, 3) or clips (N, T, H, W, 3)."""
+class DecodedClips:
+  """Pre-decoded uint8 clips (N, T, H, W, 3), held in memory."""
 
   arrays: np.ndarray
   labels: np.ndarray
-  key: str = 'image'
 
   def __len__(self) -> int:
     return len(self.labels)
 
   def __getitem__(self, index) -> dict:
-    return {self.key: self.arrays[index], 'label': int(self.labels[index])}
+    return {'frames': self.arrays[index], 'label': int(self.labels[index])}
 
   def __repr__(self) -> str:
-    return f'DecodedSource({self.key}, {self.arrays.shape})'
+    return f'DecodedClips({self.arrays.shape})'
 
 
-def decode_all(source) -> DecodedSource:
-  """Every example of a JPEG source, decoded once into one array."""
+def decode_clips(source) -> DecodedClips:
+  """Every example of a JPEG clip source, decoded once into one array."""
   records = [source[i] for i in range(len(source))]
   labels = np.array([r['label'] for r in records], np.int32)
-  if 'frames' in records[0]:
-    arrays = np.stack(
-      [
-        clips_lib.take_frames(r['frames'], np.arange(len(r['frames'])))
-        for r in records
-      ]
-    )
-    return DecodedSource(arrays, labels, 'frames')
-  return DecodedSource(np.stack([r['image'] for r in records]), labels)
+  arrays = np.stack(
+    [
+      clips_lib.take_frames(r['frames'], np.arange(len(r['frames'])))
+      for r in records
+    ]
+  )
+  return DecodedClips(arrays, labels)
 
 
 def _cpu_seconds(proc: psutil.Process) -> dict[int, float]:
@@ -248,7 +248,14 @@ def run(
     start = time.perf_counter()
     jpeg = build_jpeg_source(data_dir, image_size, num_examples, num_frames)
     build_s = time.perf_counter() - start
-    cache = decode_all(jpeg)
+    if clip:
+      cache = decode_clips(jpeg)
+      labels, cache_bytes = cache.labels, cache.arrays.nbytes
+    else:
+      cache = decoded_cache.open_or_build(
+        jpeg, name='jpeg_faces', split='train', cache_dir=data_dir
+      )
+      labels, cache_bytes = cache.field('label'), cache.info['image_bytes']
     results = {
       'source': {
         'format': 'jpeg',
@@ -256,13 +263,13 @@ def run(
         'image_size': image_size,
         'num_examples': num_examples,
         'frames_stored': num_frames,
-        'cache_bytes': int(cache.arrays.nbytes),
+        'cache_bytes': int(cache_bytes),
       },
       'build_s': build_s,
     }
     for name, source in (('jpeg', jpeg), ('cache', cache)):
       results[name] = [
-        measure(config, source, cache.labels, workers=w, seconds=seconds)
+        measure(config, source, labels, workers=w, seconds=seconds)
         for w in counts
       ]
   return results

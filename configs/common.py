@@ -75,6 +75,12 @@ def base_config() -> ml_collections.ConfigDict:
   # A float feature to train on instead of the label, e.g. FERPlus's
   # 'label_distribution' (builder config 'probability').
   config.data.soft_target = placeholder(str)
+  # Decode each image split once into memory-mapped arrays on local disk
+  # (`ferjax.data.decoded_cache`): ~2x the examples per CPU core for small
+  # datasets (RAF-DB: 460 MB). Image datasets only.
+  config.data.decoded_cache = False
+  config.data.cache_dir = placeholder(str)  # None: ~/.cache/ferjax/decoded.
+  config.data.decoded_cache_max_gb = 32.0  # Refuse larger caches.
   config.data.worker_count = 0  # grain worker processes (0: in-process).
   config.data.read_threads = 2  # Threads preparing batches ahead.
   config.data.prefetch = 4  # Batches prepared ahead.

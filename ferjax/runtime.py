@@ -14,12 +14,17 @@ import jax
 from absl import logging
 
 
-def default_cache_dir() -> str:
-  """$XDG_CACHE_HOME/ferjax/xla, or ~/.cache/ferjax/xla."""
+def cache_root(*parts: str) -> str:
+  """$XDG_CACHE_HOME/ferjax/..., or ~/.cache/ferjax/...: local caches."""
   root = os.environ.get('XDG_CACHE_HOME') or os.path.join(
     os.path.expanduser('~'), '.cache'
   )
-  return os.path.join(root, 'ferjax', 'xla')
+  return os.path.join(root, 'ferjax', *parts)
+
+
+def default_cache_dir() -> str:
+  """$XDG_CACHE_HOME/ferjax/xla, or ~/.cache/ferjax/xla."""
+  return cache_root('xla')
 
 
 def enable_compilation_cache(directory: str | None = None) -> str | None:

@@ -31,6 +31,9 @@ than U*V frames are removed from the split before it is shuffled or padded
 (the count is logged), so an epoch is every kept clip once.
 
 Images stay uint8 on the host (4x less to transfer); steps convert on device.
+With `config.data.decoded_cache` the image splits are read from a decoded
+copy on local disk (`ferjax.data.decoded_cache`) instead of being decoded
+every epoch; the examples and their order are the same.
 
 With `config.augment.on_device` the train pipeline does not augment: it
 yields the decoded images (all of one size, or resized to
@@ -55,6 +58,7 @@ from ferjax.data import augment
 from ferjax.data import build as build_lib
 from ferjax.data import clips
 from ferjax.data import datasets
+from ferjax.data import decoded_cache
 from ferjax.data import device_augment
 
 
@@ -155,7 +159,26 @@ def data_source(cfg: ml_collections.ConfigDict, split: str, clip: bool = False):
     source = tfds.data_source(
       _tfds_name(cfg), decoders={'frames': _EncodedFrames()}, **kwargs
     )
+  if cfg.get('decoded_cache', False):
+    source = _decoded(cfg, source, split, clip)
   return source
+
+
+def _decoded(cfg: ml_collections.ConfigDict, source, split: str, clip: bool):
+  """`source` served from its decoded cache (`config.data.decoded_cache`)."""
+  if clip:
+    raise ValueError(
+      'config.data.decoded_cache holds decoded images; video clips decode '
+      'to far more than their encoded frames (DFEW: tens of GB), so it is '
+      'not available for them. Set config.data.decoded_cache=False.'
+    )
+  return decoded_cache.open_or_build(
+    source,
+    name=_tfds_name(cfg),
+    split=split,
+    cache_dir=cfg.get('cache_dir'),
+    max_gb=cfg.get('decoded_cache_max_gb', 32.0),
+  )
 
 
 def _undecoded_source(cfg: ml_collections.ConfigDict, split: str):
