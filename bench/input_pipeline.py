@@ -14,6 +14,10 @@ batch, prefetch, optional grain worker processes):
          cache (`config.data.decoded_cache`, memory-mapped arrays on local
          disk); for clips, uint8 arrays held in memory. Every batch only
          augments.
+  jpeg_on_device  the JPEG source with `config.augment.on_device`: the host
+         decodes and draws the augmentation's parameters, the train step
+         applies them (timed on its own as 'device_augment'). Skipped, with
+         the reason, for configs the device path cannot run (RandAugment).
 
 Each is timed for a few seconds after a warm-up that drains the prefetch
 buffer. Besides wall-clock examples/s, the CPU seconds spent meanwhile by
@@ -24,6 +28,7 @@ per core, and so how many cores keep a given train step fed.
 import contextlib
 import copy
 import dataclasses
+import functools
 import gc
 import io
 import tempfile
@@ -31,6 +36,7 @@ import time
 from typing import Any
 
 import cv2
+import jax
 import numpy as np
 import psutil
 import tensorflow_datasets as tfds
@@ -38,6 +44,7 @@ from absl import logging
 
 from ferjax.data import clips as clips_lib
 from ferjax.data import decoded_cache
+from ferjax.data import device_augment
 from ferjax.data import pipeline
 from ferjax.labels import EXPRESSIONS_7
 from tfds_builders.synthetic_fer import render
@@ -272,4 +279,49 @@ def run(
         measure(config, source, labels, workers=w, seconds=seconds)
         for w in counts
       ]
+    on_device, why_not = on_device_config(config)
+    if on_device is None:
+      results['jpeg_on_device'] = {'skipped': why_not}
+    else:
+      results['jpeg_on_device'] = [
+        measure(on_device, jpeg, labels, workers=w, seconds=seconds)
+        for w in counts
+      ]
+      results['device_augment'] = time_device_augment(on_device, jpeg, labels)
   return results
+
+
+def on_device_config(config):
+  """(`config` with `augment.on_device`, None) or (None, why it cannot)."""
+  config = copy.deepcopy(config)
+  with config.unlocked():
+    config.augment.on_device = True
+  try:
+    pipeline.augment_config(config)
+  except ValueError as e:
+    return None, str(e)
+  return config, None
+
+
+def time_device_augment(config, source, labels, repeats: int = 5) -> dict:
+  """Seconds per batch of the train step's on-device augmentation.
+
+  One batch of the on-device pipeline is put on the devices; the jitted
+  `device_augment.batch_images` runs `repeats` times and waits once.
+  """
+  ds, _ = pipeline.train_dataset(config, source=source, labels=labels)
+  batch = jax.device_put(next(iter(ds)))
+  augment = jax.jit(
+    functools.partial(
+      device_augment.batch_images, cfg=pipeline.augment_config(config)
+    )
+  )
+  jax.block_until_ready(augment(batch))
+  start = time.perf_counter()
+  jax.block_until_ready([augment(batch) for _ in range(repeats)])
+  per_batch = (time.perf_counter() - start) / repeats
+  return {
+    'batch': config.batch_size,
+    'seconds_per_batch': per_batch,
+    'examples_per_s': config.batch_size / per_batch,
+  }

@@ -25,9 +25,10 @@ ResNet-18; `--smoke`: the config's `:smoke` variant) this measures:
     ratio of examples/s.
   * the input pipeline (`bench.input_pipeline`): examples/s and examples
     per CPU-second of ferjax's grain pipeline with the config's
-    augmentation, decoding JPEGs or reading a decoded in-memory cache, with
-    `--workers` grain worker processes; and how many such cores the train
-    step would need to be fed.
+    augmentation, decoding JPEGs or reading the decoded cache, or decoding
+    JPEGs with the augmentation left to the device (`augment.on_device`,
+    whose device time per batch is reported too), with `--workers` grain
+    worker processes; and how many such cores the train step would need.
 
 Prints a table; `--json OUT` writes every number with the devices, the
 versions, dtype, batch and size.
@@ -256,7 +257,9 @@ def bench_pipeline(config, args, train_rate: float) -> dict:
     workers=args.workers,
     seconds=args.pipeline_seconds or (0.5 if args.smoke else 3.0),
   )
-  for name in ('jpeg', 'cache'):
+  for name in ('jpeg', 'cache', 'jpeg_on_device'):
+    if not isinstance(results.get(name), list):
+      continue
     for m in results[name]:
       per_core = m['examples_per_cpu_s']
       m['cores_to_feed_train_step'] = (
@@ -347,16 +350,25 @@ def table(report: dict) -> str:
     f'{s["image_size"]} px JPEG {unit}s'
     + (f' of {s["frames_stored"]} frames' if s['frames_stored'] else '')
     + f' (train step: {j["train"]["examples_per_s"]:.1f} {unit}/s)',
-    f'{"source":8}{"workers":>8}{unit + "/s":>10}{"cores":>7}'
+    f'{"source":15}{"workers":>8}{unit + "/s":>10}{"cores":>7}'
     f'{unit + "/core-s":>13}{"cores to feed":>15}',
   ]
-  for name in ('jpeg', 'cache'):
+  for name in ('jpeg', 'cache', 'jpeg_on_device'):
+    if not isinstance(p.get(name), list):
+      lines.append(f'{name}: not run ({p[name]["skipped"]})')
+      continue
     for r in p[name]:
       lines.append(
-        f'{name:8}{r["workers"]:8d}{r["examples_per_s"]:10.1f}'
+        f'{name:15}{r["workers"]:8d}{r["examples_per_s"]:10.1f}'
         f'{r["cores_busy"]:7.2f}{_fmt(r["examples_per_cpu_s"]):>13}'
         f'{_fmt(r["cores_to_feed_train_step"], ".2f"):>15}'
       )
+  if 'device_augment' in p:
+    d = p['device_augment']
+    lines.append(
+      f'on-device augmentation: {d["seconds_per_batch"] * 1e3:.1f} ms per '
+      f'batch of {d["batch"]} ({d["examples_per_s"]:.0f} {unit}/s)'
+    )
   return '\n'.join(lines)
 
 
