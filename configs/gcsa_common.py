@@ -63,6 +63,14 @@ def gcsa_config(
   config.model.num_frames = frames
   config.model.attention = 'gcsa'
   config.model.fusion = 'geometric'
+  # The global convs are depthwise: 'auto' computes them element-wise on CPU
+  # (XLA's depthwise kernel gradient is a dense conv there) and with XLA's
+  # convolutions on GPU/TPU; 'native' or 'custom' force one. Same weights.
+  config.model.depthwise_grad = 'auto'
+  # True rematerialises the residual blocks and transformer layers in the
+  # backward pass: about 30% more compute for much less activation memory
+  # on GPU/TPU.
+  config.model.remat = False
 
   config.loss.name = 'cai'
   config.loss.aux2_weight = 0.05

@@ -82,6 +82,10 @@ def jadfer_config(
   config.model.joint = 'mean'
   config.model.mask_at = 'logits'
   config.model.fusion = 'concat'
+  # True rematerialises the IR-50 units and the transformer blocks in the
+  # backward pass: about 30% more compute for much less activation memory
+  # on GPU/TPU.
+  config.model.remat = False
 
   config.loss.name = 'jadfer'
   config.loss.label_smoothing = 0.0

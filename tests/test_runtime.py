@@ -25,7 +25,9 @@ _SCRIPT = textwrap.dedent(
 
 
 def _run(tmp_path, arg: str, **env_overrides) -> str:
-  env = {k: v for k, v in os.environ.items() if k != 'JAX_COMPILATION_CACHE_DIR'}
+  env = {
+    k: v for k, v in os.environ.items() if k != 'JAX_COMPILATION_CACHE_DIR'
+  }
   env.update(XDG_CACHE_HOME=str(tmp_path / 'xdg'), **env_overrides)
   out = subprocess.run(
     [sys.executable, '-c', _SCRIPT, arg],

@@ -21,7 +21,8 @@ figure is a field:
   conv -> LayerNorm -> GELU;
 * `residual`: the code adds x back (True), the figure shows no shortcut;
 * `conv`: 'dense' as in the code, or 'depthwise' (groups=C), a lighter
-  variant (see `ferjax.models.mfer` for the parameter counts).
+  variant (see `ferjax.models.mfer` for the parameter counts). The depthwise
+  conv is computed as `depthwise_grad` says (`ferjax.layers.depthwise`).
 
 Names follow the official module (`key.0`, `key.2`, `value`, `attn`, `norm`
 are `key_0`, `key_2`, `value`, `attn`, `norm`), so a converted checkpoint
@@ -90,6 +91,9 @@ class DSAttention(nn.Module):
     kernel_size: side of the query conv, odd.
     reduction: the key MLP's hidden width is channels // reduction.
     dtype: compute dtype; the softmax runs in float32.
+    depthwise_grad: implementation of the 'depthwise' query conv, 'auto'
+      (element-wise on CPU, XLA's convolution elsewhere), 'native' or
+      'custom' (`ferjax.layers.depthwise`).
   """
 
   conv: str = 'dense'
@@ -98,6 +102,7 @@ class DSAttention(nn.Module):
   kernel_size: int = 7
   reduction: int = 8
   dtype: Dtype = jnp.float32
+  depthwise_grad: str = 'auto'
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
@@ -124,6 +129,7 @@ class DSAttention(nn.Module):
       padding=self.kernel_size // 2,
       groups=channels if self.conv == 'depthwise' else 1,
       dtype=dtype,
+      depthwise_grad=self.depthwise_grad,
     )(x)
     norm = convnext.layer_norm('norm', epsilon=QUERY_LN_EPS, dtype=dtype)
     if self.order == 'code':

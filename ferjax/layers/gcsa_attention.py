@@ -44,7 +44,10 @@ PyTorch block (`gc.0`, `fc1.0`, `fc2.0`, `AUX_fc.0`, `AUX_fc.1` are
 converts key by key; the SE layers are `se_fc1` and `se_fc2`. Convolutions
 start Kaiming-normal (fan_out) as IAL initialises every conv, the Linear
 layers with PyTorch's default. The gates and the auxiliary logits are
-computed in float32 whatever the compute dtype.
+computed in float32 whatever the compute dtype. `gc_0` is a depthwise conv
+computed as `depthwise_grad` says (`ferjax.layers.depthwise`: 'auto' sums
+window products on CPU, where XLA's gradient with respect to a depthwise
+kernel is a dense convolution, and uses XLA's convolution elsewhere).
 """
 
 from typing import Any
@@ -53,6 +56,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
+from ferjax.layers import depthwise
 from ferjax.models.backbones import resnet
 
 Dtype = Any
@@ -136,14 +140,16 @@ def _hidden(channels: int) -> int:
   return hidden
 
 
-def global_conv(y: jax.Array, *, dtype: Dtype) -> jax.Array:
+def global_conv(
+  y: jax.Array, *, dtype: Dtype, depthwise_grad: str = 'auto'
+) -> jax.Array:
   """`gc_0`: depthwise conv over the whole map, (N, H, W, C) -> (N, C)."""
   channels = y.shape[-1]
-  g = nn.Conv(
+  g = depthwise.depthwise_conv(
     channels,
     y.shape[1:3],
+    grad=depthwise_grad,
     padding='VALID',
-    feature_group_count=channels,
     use_bias=False,
     dtype=dtype,
     kernel_init=resnet.conv_kernel_init,
@@ -186,6 +192,7 @@ def channel_attention(
   fusion: str = 'geometric',
   dtype: Dtype = jnp.float32,
   caller: nn.Module | None = None,
+  depthwise_grad: str = 'auto',
 ) -> tuple[jax.Array, jax.Array]:
   """Applies GCA or GCSA to a block's residual branch.
 
@@ -202,13 +209,15 @@ def channel_attention(
     caller: the calling module; when given, the (B * T, C) float32 gates
       that rescale y (after the temporal coupling) are sown into it as
       `intermediates/channel_weights`.
+    depthwise_grad: implementation of `gc_0`, 'auto', 'native' or 'custom'
+      (`ferjax.layers.depthwise`).
 
   Returns:
     y with rescaled channels (y's dtype), and the auxiliary logits
     (B, num_classes) in float32.
   """
   check_fields(attention, fusion, owner='channel_attention')
-  g = global_conv(y, dtype=dtype)
+  g = global_conv(y, dtype=dtype, depthwise_grad=depthwise_grad)
   aux = aux_classifier(clip_mean(g, num_frames), num_classes)
   w = gc_gate(g, dtype=dtype)
   if attention == 'gcsa':

@@ -59,6 +59,14 @@ and 0, Linear layers and LayerNorms PyTorch's defaults, position embeddings
 standard normal. BatchNorm follows PyTorch (momentum 0.1, eps 1e-5) over the
 B * T frames.
 
+Two fields change how the model is computed but not its variables:
+`depthwise_grad` picks the implementation of the global-conv layers `gc_0`
+(depthwise convs; 'auto': window products on CPU, where XLA's depthwise
+kernel gradient is a dense convolution, XLA's convolutions on GPU and TPU;
+`ferjax.layers.depthwise`), and `remat` rematerialises the residual blocks
+(`layer2_0`, `layer3_0`, `layer4_*`) and the transformer layers in the
+backward pass (more compute, much less activation memory).
+
 Parameters of the 7-class model at 16 x 112 x 112: 18,936,775 with
 `attention='gca'`, exactly the parameters of IAL's official model that take
 part in its forward pass (its state_dict holds 19,083,527: 146,752 more in
@@ -75,6 +83,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from ferjax import models
+from ferjax.layers import depthwise
 from ferjax.layers import gcsa_attention
 from ferjax.models.backbones import convnext
 from ferjax.models.backbones import resnet
@@ -170,6 +179,9 @@ class TransformerLayer(nn.Module):
     return x + FeedForward(self.mlp_dim, dtype, name='ff')(y)
 
 
+RematTransformerLayer = nn.remat(TransformerLayer)
+
+
 class Transformer(nn.Module):
   """IAL's pre-norm transformer: layers `layers_0`, `layers_1`, ...
 
@@ -179,6 +191,7 @@ class Transformer(nn.Module):
     dim_head: width of each head.
     mlp_dim: hidden width of the feed-forward.
     dtype: compute dtype.
+    remat: rematerialise each layer in the backward pass; same variables.
   """
 
   depth: int
@@ -186,12 +199,14 @@ class Transformer(nn.Module):
   dim_head: int
   mlp_dim: int
   dtype: Dtype = jnp.float32
+  remat: bool = False
 
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     """(B, N, D) tokens -> (B, N, D)."""
+    layer = RematTransformerLayer if self.remat else TransformerLayer
     for i in range(self.depth):
-      x = TransformerLayer(
+      x = layer(
         self.heads, self.dim_head, self.mlp_dim, self.dtype, name=f'layers_{i}'
       )(x)
     return x
@@ -216,6 +231,8 @@ class GCABlock(nn.Module):
     attention: 'gca' or 'gcsa' (`ferjax.layers.gcsa_attention`).
     fusion: 'geometric' or 'mean', for 'gcsa'.
     dtype: compute dtype.
+    depthwise_grad: implementation of the global conv `gc_0` ('auto',
+      'native', 'custom'; `ferjax.layers.depthwise`).
   """
 
   features: int
@@ -225,6 +242,7 @@ class GCABlock(nn.Module):
   attention: str = 'gcsa'
   fusion: str = 'geometric'
   dtype: Dtype = jnp.float32
+  depthwise_grad: str = 'auto'
 
   @nn.compact
   def __call__(
@@ -244,6 +262,7 @@ class GCABlock(nn.Module):
       fusion=self.fusion,
       dtype=dtype,
       caller=self,
+      depthwise_grad=self.depthwise_grad,
     )
     shortcut = x
     if self.strides != 1 or x.shape[-1] != features:
@@ -254,6 +273,11 @@ class GCABlock(nn.Module):
         shortcut
       )
     return nn.relu(y + shortcut), aux
+
+
+# `train` (argument 2, counting self) is a Python bool: static under remat.
+RematGCABlock = nn.remat(GCABlock, static_argnums=(2,))
+RematBasicBlock = nn.remat(resnet.BasicBlock, static_argnums=(2,))
 
 
 def stem(x: jax.Array, *, train: bool, dtype: Dtype) -> jax.Array:
@@ -322,6 +346,12 @@ class GCSA(nn.Module):
     temporal_mlp_dim: its feed-forward width (512).
     dtype: compute dtype; parameters, batch statistics and every output
       stay float32.
+    depthwise_grad: implementation of the global convs `gc_0`, 'auto'
+      (window products on CPU, XLA's convolutions elsewhere), 'native' or
+      'custom' (`ferjax.layers.depthwise`).
+    remat: rematerialise the residual blocks and the transformer layers in
+      the backward pass (more compute, much less activation memory); same
+      variables.
     pixel_mean: per-channel mean subtracted from the [0, 1] frames; None
       (the default, as IAL) subtracts nothing.
     pixel_std: per-channel std dividing the frames; None divides by nothing.
@@ -342,9 +372,12 @@ class GCSA(nn.Module):
   dtype: Dtype = jnp.float32
   pixel_mean: tuple[float, ...] | None = None
   pixel_std: tuple[float, ...] | None = None
+  depthwise_grad: str = 'auto'
+  remat: bool = False
 
   def _check_fields(self) -> None:
     gcsa_attention.check_fields(self.attention, self.fusion, owner='GCSA')
+    depthwise.check_grad(self.depthwise_grad, owner='GCSA')
     if self.num_frames < 2:
       raise ValueError(
         f'GCSA num_frames={self.num_frames}; the dynamic branch needs at '
@@ -390,7 +423,7 @@ class GCSA(nn.Module):
 
   def _transformer(self, branch: str, name: str) -> Transformer:
     fields = {f: getattr(self, f'{branch}_{f}') for f in TRANSFORMER_FIELDS}
-    return Transformer(**fields, dtype=self.dtype, name=name)
+    return Transformer(**fields, dtype=self.dtype, remat=self.remat, name=name)
 
   def _static(self, frames: jax.Array, train: bool) -> jax.Array:
     """The static branch: patch embedding, positions, `pos_transformer`."""
@@ -413,15 +446,15 @@ class GCSA(nn.Module):
     """(B * T, h, w, C) layer3 maps -> (B * (T - 1), h', w', C) fused."""
     clips = x.reshape(-1, self.num_frames, *x.shape[1:])
     dynamic = (clips[:, 1:] - clips[:, :-1]).reshape(-1, *x.shape[1:])
-    dynamic = resnet.stage(
-      dynamic,
-      'layer4',
-      features=WIDTHS[3],
-      num_blocks=STAGE_SIZES[3],
-      strides=2,
-      train=train,
-      dtype=self.dtype,
-    )
+    # `resnet.stage`, written out to pass `train` positionally (remat).
+    block = RematBasicBlock if self.remat else resnet.BasicBlock
+    for i in range(STAGE_SIZES[3]):
+      dynamic = block(
+        features=WIDTHS[3],
+        strides=2 if i == 0 else 1,
+        dtype=self.dtype,
+        name=f'layer4_{i}',
+      )(dynamic, train)
     static = self._static(
       clips[:, :-1].reshape(dynamic.shape[:1] + x.shape[1:]), train
     )
@@ -467,8 +500,9 @@ class GCSA(nn.Module):
       dtype=dtype,
     )
     aux_logits = []
+    gca_block = RematGCABlock if self.remat else GCABlock
     for stage in (1, 2):
-      x, aux = GCABlock(
+      x, aux = gca_block(
         WIDTHS[stage],
         strides=2,
         num_frames=frames,
@@ -476,6 +510,7 @@ class GCSA(nn.Module):
         attention=self.attention,
         fusion=self.fusion,
         dtype=dtype,
+        depthwise_grad=self.depthwise_grad,
         name=f'layer{stage + 1}_0',
       )(x, train)
       aux_logits.append(aux)

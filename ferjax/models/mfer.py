@@ -34,6 +34,14 @@ heads PyTorch's default Linear init (they live outside the official
 ConvNeXt, so its init does not reach them). Inputs are [0, 1] images,
 normalised with ImageNet's mean and std as in `train.py`.
 
+Two fields change how the model is computed but not its variables:
+`depthwise_grad` picks the implementation of the depthwise convs (the
+trunk's 7x7 ones and a 'depthwise' DS attention conv; 'auto': element-wise
+loops on CPU, whose native depthwise kernel gradient is a dense
+convolution, and XLA's convolutions on GPU and TPU;
+`ferjax.layers.depthwise`), and `remat` rematerialises every ConvNeXt block
+in the backward pass (about 30% more compute, much less activation memory).
+
 Parameters of the default 7-class model: 155,357,013 with the dense DS
 attention conv of the code (the count of the official PyTorch modules),
 91,206,997 with the depthwise one; the DSF centres add 7 * 1024 = 7,168
@@ -102,6 +110,10 @@ class MFER(nn.Module):
     pixel_mean: per-channel mean subtracted from the [0, 1] input
       (ImageNet's); None: none.
     pixel_std: per-channel std dividing the input; None: none.
+    depthwise_grad: implementation of the depthwise convs, 'auto' (element-
+      wise on CPU, XLA's convolutions elsewhere), 'native' or 'custom'.
+    remat: rematerialise every ConvNeXt block in the backward pass (about
+      30% more compute, much less activation memory); same variables.
   """
 
   num_classes: int = 7
@@ -117,9 +129,17 @@ class MFER(nn.Module):
   dtype: Dtype = jnp.float32
   pixel_mean: tuple[float, ...] | None = resnet.IMAGENET_MEAN
   pixel_std: tuple[float, ...] | None = resnet.IMAGENET_STD
+  depthwise_grad: str = 'auto'
+  remat: bool = False
 
   def _check_fields(self) -> None:
-    convnext.check_fields('MFER', self.depths, self.dims, self.drop_path_rate)
+    convnext.check_fields(
+      'MFER',
+      self.depths,
+      self.dims,
+      self.drop_path_rate,
+      self.depthwise_grad,
+    )
     ds_attention.check_fields(
       self.ds_conv,
       self.ds_order,
@@ -143,6 +163,7 @@ class MFER(nn.Module):
       residual=self.ds_residual,
       kernel_size=self.ds_kernel_size,
       dtype=self.dtype,
+      depthwise_grad=self.depthwise_grad,
       name=f'stages_{i}_{self.depths[i]}',
     )(x)
 
@@ -180,6 +201,8 @@ class MFER(nn.Module):
       train=train,
       dtype=self.dtype,
       stage_end=self._stage_end,
+      depthwise_grad=self.depthwise_grad,
+      remat=self.remat,
     )
     features = convnext.pooled_features(x)
     head_logits = jnp.stack(

@@ -25,6 +25,20 @@ the facebookresearch checkpoints convert key by key (`ferjax.weights`
 `trunk` and `pooled_features` create their submodules in the calling module
 and take a `stage_end` hook, so a model can add layers after a stage under the
 same naming (MFER appends DS attention to the last two stages).
+
+Two fields change how the same model is computed, never its variables:
+
+* `depthwise_grad`: the implementation of the 7x7 depthwise convs
+  (`ferjax.layers.depthwise`): 'auto' (default) computes them and their
+  gradients with element-wise loops on CPU, where XLA's gradient with
+  respect to a depthwise kernel is a dense convolution hundreds of times
+  costlier than the forward, and with XLA's convolutions elsewhere;
+  'native' or 'custom' force one of the two.
+* `remat`: rematerialise every block (`nn.remat`): the backward pass
+  recomputes each block's activations from its input instead of keeping
+  them, trading about 30% more compute for much less activation memory on
+  GPU and TPU (XLA:CPU merges the recomputation back into the forward pass,
+  so it saves nothing there).
 """
 
 import functools
@@ -38,6 +52,7 @@ import numpy as np
 from flax import linen as nn
 
 from ferjax import models
+from ferjax.layers import depthwise
 from ferjax.models.backbones import resnet
 
 Dtype = Any
@@ -83,8 +98,18 @@ def conv(
   padding: int = 0,
   groups: int = 1,
   dtype: Dtype = jnp.float32,
+  depthwise_grad: str = 'auto',
 ) -> nn.Conv:
-  """nn.Conv2d (with bias) with ConvNeXt's init and PyTorch's padding."""
+  """nn.Conv2d (with bias) with ConvNeXt's init and PyTorch's padding.
+
+  Grouped convs (groups > 1) run through `ferjax.layers.depthwise` with
+  `depthwise_grad` ('auto', 'native' or 'custom'); its depthwise
+  implementation applies when groups == features == input channels. The
+  variables are those of the plain nn.Conv either way.
+  """
+  extra = {}
+  if groups > 1:
+    extra['conv_general_dilated'] = depthwise.conv_fn(depthwise_grad)
   return nn.Conv(
     features,
     (kernel_size, kernel_size),
@@ -95,6 +120,7 @@ def conv(
     kernel_init=kernel_init,
     bias_init=bias_init,
     name=name,
+    **extra,
   )
 
 
@@ -129,17 +155,28 @@ class Block(nn.Module):
     drop_path: stochastic depth rate of the residual branch.
     layer_scale_init: initial value of `gamma`; 0 or less: no layer scale.
     dtype: compute dtype.
+    depthwise_grad: implementation of `dwconv` ('auto', 'native',
+      'custom'; `ferjax.layers.depthwise`).
   """
 
   drop_path: float = 0.0
   layer_scale_init: float = 1e-6
   dtype: Dtype = jnp.float32
+  depthwise_grad: str = 'auto'
 
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     """Applies the block to NHWC `x`."""
     dim, dtype = x.shape[-1], self.dtype
-    y = conv(dim, 7, 'dwconv', padding=3, groups=dim, dtype=dtype)(x)
+    y = conv(
+      dim,
+      7,
+      'dwconv',
+      padding=3,
+      groups=dim,
+      dtype=dtype,
+      depthwise_grad=self.depthwise_grad,
+    )(x)
     y = layer_norm('norm', dtype=dtype)(y)
     y = dense(4 * dim, 'pwconv1', dtype=dtype)(y)
     y = nn.gelu(y, approximate=False)
@@ -154,10 +191,18 @@ class Block(nn.Module):
     return x + y
 
 
+# `train` (argument 2, counting self) is a Python bool: static under remat.
+RematBlock = nn.remat(Block, static_argnums=(2,))
+
+
 def check_fields(
-  model: str, depths: Sequence[int], dims: Sequence[int], rate: float
+  model: str,
+  depths: Sequence[int],
+  dims: Sequence[int],
+  rate: float,
+  depthwise_grad: str = 'auto',
 ) -> None:
-  """Raises a clear ValueError for unusable depths, dims or drop path rate."""
+  """Raises a clear ValueError for unusable fields."""
   if len(depths) != NUM_STAGES or len(dims) != NUM_STAGES:
     raise ValueError(
       f'{model} has {NUM_STAGES} stages, but depths={tuple(depths)} and '
@@ -170,6 +215,7 @@ def check_fields(
     )
   if not 0.0 <= rate < 1.0:
     raise ValueError(f'{model} drop_path_rate={rate} must lie in [0, 1).')
+  depthwise.check_grad(depthwise_grad, owner=model)
 
 
 def check_input(model: str, images: jax.Array) -> None:
@@ -196,6 +242,8 @@ def trunk(
   train: bool = False,
   dtype: Dtype = jnp.float32,
   stage_end: Callable[[int, jax.Array], jax.Array] | None = None,
+  depthwise_grad: str = 'auto',
+  remat: bool = False,
 ) -> jax.Array:
   """Runs the stem, the downsampling layers and the stages.
 
@@ -213,11 +261,16 @@ def trunk(
     stage_end: called as `stage_end(i, x)` after the last block of stage i;
       returns the stage output. Submodules it creates belong to the calling
       module.
+    depthwise_grad: implementation of the blocks' depthwise convs ('auto',
+      'native', 'custom'; `ferjax.layers.depthwise`).
+    remat: rematerialise each block in the backward pass (`nn.remat`); the
+      variables are the same.
 
   Returns:
     (B, H / 32, W / 32, dims[-1]) features of the last stage.
   """
   rates = drop_path_rates(depths, drop_path_rate)
+  block = RematBlock if remat else Block
   first = 0
   for i, (depth, dim) in enumerate(zip(depths, dims, strict=True)):
     prefix = f'downsample_layers_{i}'
@@ -228,12 +281,13 @@ def trunk(
       x = layer_norm(f'{prefix}_0', dtype=dtype)(x)
       x = conv(dim, 2, f'{prefix}_1', strides=2, dtype=dtype)(x)
     for j in range(depth):
-      x = Block(
+      x = block(
         drop_path=rates[first + j],
         layer_scale_init=layer_scale_init,
         dtype=dtype,
+        depthwise_grad=depthwise_grad,
         name=f'stages_{i}_{j}',
-      )(x, train=train)
+      )(x, train)
     first += depth
     if stage_end is not None:
       x = stage_end(i, x)
@@ -270,6 +324,10 @@ class ConvNeXt(nn.Module):
     pixel_mean: per-channel mean subtracted from the [0, 1] input (ImageNet's
       by default, as the official checkpoints expect); None: none.
     pixel_std: per-channel std dividing the input; None: none.
+    depthwise_grad: implementation of the depthwise convs, 'auto' (element-
+      wise on CPU, XLA's convolutions elsewhere), 'native' or 'custom'.
+    remat: rematerialise every block in the backward pass (about 30% more
+      compute, much less activation memory); same variables.
   """
 
   num_classes: int = 1000
@@ -280,6 +338,8 @@ class ConvNeXt(nn.Module):
   dtype: Dtype = jnp.float32
   pixel_mean: tuple[float, ...] | None = resnet.IMAGENET_MEAN
   pixel_std: tuple[float, ...] | None = resnet.IMAGENET_STD
+  depthwise_grad: str = 'auto'
+  remat: bool = False
 
   @nn.compact
   def __call__(
@@ -295,7 +355,13 @@ class ConvNeXt(nn.Module):
       'logits': (B, num_classes) float32; 'features': (B, dims[-1]) float32
       normalised pooled features.
     """
-    check_fields('ConvNeXt', self.depths, self.dims, self.drop_path_rate)
+    check_fields(
+      'ConvNeXt',
+      self.depths,
+      self.dims,
+      self.drop_path_rate,
+      self.depthwise_grad,
+    )
     check_input('ConvNeXt', images)
     x = resnet.normalize(
       images.astype(jnp.float32), self.pixel_mean, self.pixel_std
@@ -308,6 +374,8 @@ class ConvNeXt(nn.Module):
       layer_scale_init=self.layer_scale_init,
       train=train,
       dtype=self.dtype,
+      depthwise_grad=self.depthwise_grad,
+      remat=self.remat,
     )
     features = pooled_features(x)
     logits = dense(self.num_classes, 'head')(features)

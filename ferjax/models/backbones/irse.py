@@ -40,6 +40,8 @@ BatchNorm 1 and 0; PReLU slopes start at 0.25 as in torch; `head` has
 PyTorch's default Linear init. As in `ferjax.models.backbones.resnet`,
 BatchNorm has PyTorch's momentum and eps but keeps the biased batch
 variance in its running average; `dtype` sets the compute precision only.
+`remat` rematerialises every unit in the backward pass (`nn.remat`): about
+30% more compute for much less activation memory, with the same variables.
 """
 
 import functools
@@ -159,6 +161,10 @@ class BottleneckIR(nn.Module):
     return y + shortcut
 
 
+# `train` (argument 2, counting self) is a Python bool: static under remat.
+RematBottleneckIR = nn.remat(BottleneckIR, static_argnums=(2,))
+
+
 def check_fields(owner: str, num_layers: int, mode: str, stages: int) -> None:
   """Raises a clear ValueError for an unknown depth, mode or stage count."""
   if num_layers not in STAGE_UNITS:
@@ -196,6 +202,7 @@ def trunk(
   stages: int = len(STAGE_DEPTHS),
   train: bool = False,
   dtype: Dtype = jnp.float32,
+  remat: bool = False,
 ) -> jax.Array:
   """Runs `input_layer` and the units of the first `stages` stages.
 
@@ -209,11 +216,14 @@ def trunk(
     stages: how many of the four stages to run.
     train: use batch statistics and update `batch_stats`.
     dtype: compute dtype.
+    remat: rematerialise each unit in the backward pass (`nn.remat`); the
+      variables are the same.
 
   Returns:
     (B, ceil(H / 2^stages), ceil(W / 2^stages), C) features of the last
     stage run, C = 64 * 2^(stages - 1).
   """
+  unit = RematBottleneckIR if remat else BottleneckIR
   x = conv(STAGE_DEPTHS[0], 3, 'input_layer_0', dtype=dtype)(x)
   x = resnet.batch_norm('input_layer_1', train=train, dtype=dtype)(x)
   x = PReLU(dtype=dtype, name='input_layer_2')(x)
@@ -222,13 +232,13 @@ def trunk(
     STAGE_UNITS[num_layers][:stages], STAGE_DEPTHS, strict=False
   ):
     for j in range(units):
-      x = BottleneckIR(
+      x = unit(
         depth=depth,
         strides=2 if j == 0 else 1,
         se=mode == 'ir_se',
         dtype=dtype,
         name=f'body_{index}',
-      )(x, train=train)
+      )(x, train)
       index += 1
   return x
 
@@ -259,6 +269,8 @@ class IRTrunk(nn.Module):
       (face.evoLVe's 0.5); None: none.
     pixel_std: per-channel std dividing the input (face.evoLVe's 0.5);
       None: none.
+    remat: rematerialise every unit in the backward pass (about 30% more
+      compute, much less activation memory); same variables.
   """
 
   num_layers: int = 50
@@ -267,6 +279,7 @@ class IRTrunk(nn.Module):
   dtype: Dtype = jnp.float32
   pixel_mean: tuple[float, ...] | None = PIXEL_MEAN
   pixel_std: tuple[float, ...] | None = PIXEL_STD
+  remat: bool = False
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
@@ -294,6 +307,7 @@ class IRTrunk(nn.Module):
       stages=self.stages,
       train=train,
       dtype=self.dtype,
+      remat=self.remat,
     )
     return x.astype(jnp.float32)
 
@@ -344,6 +358,8 @@ class IRSE(nn.Module):
     pixel_mean: per-channel mean subtracted from the [0, 1] input
       (face.evoLVe's 0.5); None: none.
     pixel_std: per-channel std dividing the input (0.5); None: none.
+    remat: rematerialise every unit in the backward pass (about 30% more
+      compute, much less activation memory); same variables.
   """
 
   num_classes: int = 7
@@ -354,6 +370,7 @@ class IRSE(nn.Module):
   dtype: Dtype = jnp.float32
   pixel_mean: tuple[float, ...] | None = PIXEL_MEAN
   pixel_std: tuple[float, ...] | None = PIXEL_STD
+  remat: bool = False
 
   def _check(self, images: jax.Array) -> None:
     check_fields('IRSE', self.num_layers, self.mode, len(STAGE_DEPTHS))
@@ -402,6 +419,7 @@ class IRSE(nn.Module):
       mode=self.mode,
       train=train,
       dtype=self.dtype,
+      remat=self.remat,
     )
     features = output_layer(x, dropout_rate=self.dropout_rate, train=train)
     logits = resnet.linear(features, self.num_classes, 'head')
