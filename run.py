@@ -50,6 +50,7 @@ def main(argv):
     FLAGS.coordinator_address, FLAGS.num_processes, FLAGS.process_id
   )
   runtime.enable_compilation_cache(FLAGS.compilation_cache_dir)
+  runtime.hint_cpu_allocator()
   if FLAGS.mode == 'train':
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)
   else:

@@ -283,11 +283,15 @@ def run(
     if on_device is None:
       results['jpeg_on_device'] = {'skipped': why_not}
     else:
-      results['jpeg_on_device'] = [
-        measure(on_device, jpeg, labels, workers=w, seconds=seconds)
-        for w in counts
-      ]
-      results['device_augment'] = time_device_augment(on_device, jpeg, labels)
+      try:
+        results['jpeg_on_device'] = [
+          measure(on_device, jpeg, labels, workers=w, seconds=seconds)
+          for w in counts
+        ]
+      except ValueError as e:  # Sources the device path refuses.
+        results['jpeg_on_device'] = {'skipped': str(e)}
+      else:
+        results['device_augment'] = time_device_augment(on_device, jpeg, labels)
   return results
 
 

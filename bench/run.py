@@ -68,7 +68,16 @@ _PACKAGES = (
 
 # Environment variables that change speed: XLA and JAX flags, thread
 # counts, glibc malloc tuning.
-_ENV_PREFIXES = ('XLA_', 'JAX_', 'OMP_', 'MKL_', 'MALLOC_', 'CUDA_', 'TF_')
+_ENV_PREFIXES = (
+  'XLA_',
+  'JAX_',
+  'OMP_',
+  'MKL_',
+  'MALLOC_',
+  'GLIBC_',
+  'CUDA_',
+  'TF_',
+)
 
 
 def versions() -> dict[str, str | None]:

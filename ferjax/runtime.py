@@ -9,9 +9,12 @@ version and the devices, so a stale entry is never used.
 """
 
 import os
+import sys
 
 import jax
 from absl import logging
+
+HUGE_PAGES = 'glibc.malloc.hugetlb=1'
 
 
 def cache_root(*parts: str) -> str:
@@ -63,3 +66,26 @@ def enable_compilation_cache(directory: str | None = None) -> str | None:
   jax.config.update('jax_compilation_cache_dir', directory)
   logging.info('Compiled programs are cached in %s.', directory)
   return directory
+
+
+def hint_cpu_allocator() -> bool:
+  """Logs how to speed up CPU steps when glibc's huge pages are off.
+
+  XLA:CPU allocates every step's temporary buffers anew; with 4 KiB pages
+  they are page-faulted in on every step (~80k faults for a ResNet-18 step
+  at batch 32). GLIBC_TUNABLES=glibc.malloc.hugetlb=1, set before Python
+  starts (the Makefile does), lets malloc use transparent huge pages.
+
+  Returns:
+    Whether the hint was logged.
+  """
+  if sys.platform != 'linux' or jax.default_backend() != 'cpu':
+    return False
+  if 'hugetlb' in os.environ.get('GLIBC_TUNABLES', ''):
+    return False
+  logging.info(
+    'CPU steps run ~12%% faster with GLIBC_TUNABLES=%s in the environment '
+    '(docs/performance.md).',
+    HUGE_PAGES,
+  )
+  return True

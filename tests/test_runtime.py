@@ -68,3 +68,10 @@ def test_an_unusable_directory_only_warns(tmp_path):
   blocker = tmp_path / 'file'
   blocker.write_text('')
   assert _run(tmp_path, str(blocker / 'cache')) == 'None'
+
+
+def test_the_huge_page_hint_only_when_they_are_off(monkeypatch):
+  monkeypatch.setenv('GLIBC_TUNABLES', runtime.HUGE_PAGES)
+  assert not runtime.hint_cpu_allocator()
+  monkeypatch.setenv('GLIBC_TUNABLES', 'glibc.malloc.trim_threshold=1')
+  assert runtime.hint_cpu_allocator() == (sys.platform == 'linux')
