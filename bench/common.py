@@ -58,6 +58,7 @@ def make_config(
   batch: int | None = None,
   size: int | None = None,
   dtype: str | None = None,
+  overrides: tuple[str, ...] = (),
 ) -> ml_collections.ConfigDict:
   """The model's paper config (or its `:smoke` variant), resized.
 
@@ -70,6 +71,8 @@ def make_config(
     size: image side in pixels (`config.augment.size`); None keeps it.
     dtype: compute dtype, 'bfloat16' or 'float32' (or 'bf16', 'f32'); None
       keeps the config's, with 'auto' resolved for this backend.
+    overrides: 'field.path=value' assignments applied last, e.g.
+      'model.remat=true' (`configs.common.override`).
 
   Returns:
     The config, with `init_from` cleared (benchmarks start from scratch).
@@ -90,6 +93,8 @@ def make_config(
     config.batch_size = batch
   if size:
     config.augment.size = size
+  for assignment in overrides:
+    common.override(config, assignment)
   # 'auto' resolves here, so reports name the dtype that ran.
   name = DTYPES.get(dtype, dtype) if dtype else config.model.dtype
   config.model.dtype = train.compute_dtype(name).name

@@ -421,6 +421,14 @@ def parse_args(argv=None) -> argparse.Namespace:
   parser.add_argument(
     '--pipeline_seconds', type=float, help='seconds per pipeline timing'
   )
+  parser.add_argument(
+    '--set',
+    dest='overrides',
+    action='append',
+    default=[],
+    metavar='FIELD=VALUE',
+    help='override a config field, e.g. model.remat=true (repeatable)',
+  )
   parser.add_argument('--json', help='write the full report here')
   args = parser.parse_args(argv)
   for name in ('steps', 'windows'):
@@ -437,6 +445,7 @@ def run(args: argparse.Namespace) -> dict:
     batch=args.batch,
     size=args.size,
     dtype=args.dtype,
+    overrides=tuple(args.overrides),
   )
   args.eval_batch = args.eval_batch or config.batch_size
   common.check_batch(config.batch_size)
@@ -447,6 +456,7 @@ def run(args: argparse.Namespace) -> dict:
     'model': args.model,
     'config': common.config_source(args.model, args.smoke),
     'smoke': args.smoke,
+    'overrides': list(args.overrides),
     'dtype': config.model.dtype,
     'batch': config.batch_size,
     'eval_batch': args.eval_batch,

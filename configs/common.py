@@ -7,6 +7,8 @@ typed ConfigDict, the way big_vision's configs do:
   --config=configs/demo.py:smoke,variant=b,lr=0.1 -> also variant='b', lr=0.1
 """
 
+import contextlib
+
 import ml_collections
 
 
@@ -25,6 +27,39 @@ def _coerce(name: str, text: str, default):
     raise ValueError(
       f'config arg {name}={text!r}: expected {type(default).__name__}.'
     ) from e
+
+
+def override(config: ml_collections.ConfigDict, assignment: str) -> None:
+  """Sets `config.a.b=text` from 'a.b=text', typed like the current value.
+
+  Booleans accept true/false/1/0/yes/no; fields that are None take the text
+  as a string. An unknown field is an error naming it.
+  """
+  path, sep, text = assignment.partition('=')
+  *parents, name = path.strip().split('.')
+  node = config
+  for part in parents:
+    node = (
+      node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
+    )
+  if (
+    not sep
+    or not isinstance(node, ml_collections.ConfigDict)
+    or (name not in node)
+  ):
+    raise ValueError(
+      f'{assignment!r}: expected FIELD=VALUE with FIELD an existing config '
+      'field, e.g. model.remat=true.'
+    )
+  current = node[name]
+  if current is not None and not isinstance(current, bool | int | float | str):
+    raise ValueError(
+      f'{assignment!r}: {path} is a {type(current).__name__}; only numbers, '
+      'booleans and strings are set this way.'
+    )
+  value = text if current is None else _coerce(path, text.strip(), current)
+  with node.unlocked() if node.is_locked else contextlib.nullcontext():
+    node[name] = value
 
 
 def parse_arg(arg: str | None, **defaults) -> ml_collections.ConfigDict:

@@ -105,6 +105,21 @@ def _require_flatbuffers() -> None:
     )
 
 
+def export_model(config):
+  """The model of `config` as exports compute it.
+
+  `model.dtype='auto'` would pick bfloat16 when exporting from a GPU or
+  TPU host; an export is meant to run anywhere and to match the trained
+  model within `TOLERANCE`, so 'auto' exports compute in float32. An
+  explicit dtype is kept.
+  """
+  if config.model.get('dtype') == 'auto':
+    config = config.copy_and_resolve_references()
+    with config.unlocked():
+      config.model.dtype = 'float32'
+  return train.create_model(config)
+
+
 def logits_function(model, variables) -> Callable[[jax.Array], jax.Array]:
   """uint8 images -> float32 logits, with `variables` closed over.
 
@@ -379,7 +394,7 @@ def export_variables(
     from ferjax import export_onnx as export_onnx_lib  # noqa: PLC0415
 
     export_onnx_lib.require_onnx(verify)
-  fn = logits_function(train.create_model(config), variables)
+  fn = logits_function(export_model(config), variables)
   shape = example_shape(config)
   exp, batch = export_logits(
     fn,

@@ -32,7 +32,6 @@ from absl import logging
 from ferjax import checkpointing
 from ferjax import export as export_lib
 from ferjax import exported as exported_lib
-from ferjax import train
 
 ONNX_OPSET = 23
 ONNX_FILE = 'model.onnx'
@@ -260,7 +259,7 @@ def export_onnx(
     )
   require_onnx(verify)
   config, variables = checkpointing.load_run(workdir)
-  fn = export_lib.logits_function(train.create_model(config), variables)
+  fn = export_lib.logits_function(export_lib.export_model(config), variables)
   shape = export_lib.example_shape(config)
   model, batch = onnx_model(
     fn,

@@ -53,3 +53,31 @@ def test_run_py_names_an_unknown_override(tmp_path):
   assert result.returncode != 0
   assert 'no_such_field' in result.stderr
   assert not (tmp_path / 'checkpoints').exists()
+
+
+def test_override_sets_typed_fields_and_names_unknown_ones():
+  config = common.base_config().lock()
+  common.override(config, 'model.dtype=bfloat16')
+  common.override(config, 'data.decoded_cache=true')
+  common.override(config, 'batch_size=64')
+  common.override(config, 'data.cache_dir=/tmp/x')  # A None placeholder.
+  assert config.model.dtype == 'bfloat16' and config.data.decoded_cache is True
+  assert config.batch_size == 64 and config.data.cache_dir == '/tmp/x'
+  with pytest.raises(ValueError, match='existing config field'):
+    common.override(config, 'model.nope=1')
+  with pytest.raises(ValueError, match='existing config field'):
+    common.override(config, 'model.dtype')
+  with pytest.raises(ValueError, match='expected int'):
+    common.override(config, 'batch_size=big')
+  with pytest.raises(ValueError, match='tuple'):
+    common.override(config, 'augment.crop_scale=0.5')
+
+
+def test_bench_configs_take_overrides():
+  from bench import common as bench_common
+
+  config = bench_common.make_config(
+    'mfer', smoke=True, overrides=('model.remat=true',)
+  )
+  assert config.model.remat is True
+  assert config.model.dtype == 'float32'  # 'auto' resolved on CPU.

@@ -349,3 +349,16 @@ def test_existing_output_is_kept(trained, tmp_path):
   with pytest.raises(FileExistsError, match='not an empty directory'):
     export.export_run(workdir, out)
   assert os.listdir(out) == ['mine.txt']
+
+
+def test_exports_compute_in_float32_unless_told(monkeypatch):
+  """'auto' means bf16 on a GPU host, but an export must run anywhere."""
+  from configs import demo
+
+  config = demo.get_config('smoke')
+  monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
+  assert train.create_model(config).dtype == jnp.bfloat16
+  assert export.export_model(config).dtype == jnp.float32
+  assert config.model.dtype == 'auto'  # The run's config is left alone.
+  config.model.dtype = 'bfloat16'
+  assert export.export_model(config).dtype == jnp.bfloat16
