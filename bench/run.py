@@ -496,9 +496,10 @@ def main(argv=None) -> int:
     flags.FLAGS.mark_as_parsed()
   report = run(args)
   print(table(report))
-  if args.json:
-    with open(args.json, 'w') as f:
+  if args.json:  # Written whole or not at all.
+    with open(args.json + '.tmp', 'w') as f:
       json.dump(report, f, indent=2)
+    os.replace(args.json + '.tmp', args.json)
     print(f'wrote {args.json}')
   return 0
 

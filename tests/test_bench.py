@@ -178,3 +178,29 @@ def test_model_flops_come_from_the_lowered_program():
   assert compiled.flops == 2 * 8 * 16 * 4
   assert compiled.executed_flops is not None
   assert compiled.fn(a, b).shape == (8, 4)
+
+
+@pytest.mark.slow
+def test_suite_runs_a_plan_and_tabulates_it(tmp_path):
+  out = tmp_path / 'suite'
+  _run('bench.suite', '--plan', 'smoke', '--out', str(out), '--budget_s', '280')
+  statuses = json.loads((out / 'suite.json').read_text())
+  assert [s['status'] for s in statuses] == ['ok', 'ok']
+  table = (out / 'suite.md').read_text().splitlines()
+  assert table[0].startswith('| entry | device | dtype')
+  assert table[2].startswith('| resnet18_smoke | cpu | float32 | 16 | 32 |')
+  assert table[3].startswith('| gcsa_smoke |')
+  assert json.loads((out / 'gcsa_smoke.json').read_text())['model'] == 'gcsa'
+
+
+def test_suite_skips_what_the_budget_cannot_fit_and_stops_overruns(tmp_path):
+  from bench import suite
+
+  statuses = suite.run('smoke', str(tmp_path), budget_s=5, min_entry_s=60)
+  assert [s['status'] for s in statuses] == ['skipped', 'skipped']
+  assert not list(tmp_path.glob('*_smoke.json'))
+  assert 'resnet18_smoke: skipped' in (tmp_path / 'suite.md').read_text()
+  entry = suite.PLANS['smoke'][0]
+  status = suite.run_entry(entry, str(tmp_path), timeout=0.5)
+  assert status['status'] == 'timeout'
+  assert not (tmp_path / 'resnet18_smoke.json').exists()
