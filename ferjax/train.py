@@ -60,7 +60,8 @@ def compute_dtype(name: str, backend: str | None = None) -> jnp.dtype:
 
   'auto' is bfloat16 on GPUs and TPUs (parameters, optimizer state, losses
   and metrics stay float32: mixed precision with f32 master weights) and
-  float32 on CPUs, whose XLA backend has no fast bfloat16 convolutions.
+  float32 on CPUs, where bfloat16 gains little (docs/performance.md) and
+  float32 keeps results comparable with the PyTorch references.
   """
   if name == 'auto':
     backend = backend or jax.default_backend()
