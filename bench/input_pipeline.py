@@ -18,6 +18,7 @@ batch, prefetch, optional grain worker processes):
          decodes and draws the augmentation's parameters, the train step
          applies them (timed on its own as 'device_augment'). Skipped, with
          the reason, for configs the device path cannot run (RandAugment).
+  cache_on_device  both: the host only copies decoded images and draws.
 
 Each is timed for a few seconds after a warm-up that drains the prefetch
 buffer. Besides wall-clock examples/s, the CPU seconds spent meanwhile by
@@ -281,15 +282,18 @@ def run(
       ]
     on_device, why_not = on_device_config(config)
     if on_device is None:
-      results['jpeg_on_device'] = {'skipped': why_not}
+      for name in ('jpeg_on_device', 'cache_on_device'):
+        results[name] = {'skipped': why_not}
     else:
       try:
-        results['jpeg_on_device'] = [
-          measure(on_device, jpeg, labels, workers=w, seconds=seconds)
-          for w in counts
-        ]
+        for name, source in (('jpeg', jpeg), ('cache', cache)):
+          results[f'{name}_on_device'] = [
+            measure(on_device, source, labels, workers=w, seconds=seconds)
+            for w in counts
+          ]
       except ValueError as e:  # Sources the device path refuses.
-        results['jpeg_on_device'] = {'skipped': str(e)}
+        for name in ('jpeg_on_device', 'cache_on_device'):
+          results[name] = {'skipped': str(e)}
       else:
         results['device_augment'] = time_device_augment(on_device, jpeg, labels)
   return results

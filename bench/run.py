@@ -250,6 +250,9 @@ def time_steps(config, args):
   return jax_results, torch_results(pt, what, pt_seconds, jax_results)
 
 
+PIPELINE_ROWS = ('jpeg', 'cache', 'jpeg_on_device', 'cache_on_device')
+
+
 def bench_pipeline(config, args, train_rate: float) -> dict:
   """The input pipeline on JPEGs and on a decoded cache, vs the step."""
   if args.no_pipeline:
@@ -266,7 +269,7 @@ def bench_pipeline(config, args, train_rate: float) -> dict:
     workers=args.workers,
     seconds=args.pipeline_seconds or (0.5 if args.smoke else 3.0),
   )
-  for name in ('jpeg', 'cache', 'jpeg_on_device'):
+  for name in PIPELINE_ROWS:
     if not isinstance(results.get(name), list):
       continue
     for m in results[name]:
@@ -362,7 +365,7 @@ def table(report: dict) -> str:
     f'{"source":15}{"workers":>8}{unit + "/s":>10}{"cores":>7}'
     f'{unit + "/core-s":>13}{"cores to feed":>15}',
   ]
-  for name in ('jpeg', 'cache', 'jpeg_on_device'):
+  for name in PIPELINE_ROWS:
     if not isinstance(p.get(name), list):
       lines.append(f'{name}: not run ({p[name]["skipped"]})')
       continue

@@ -81,7 +81,7 @@ def test_run_reports_steps_flops_memory_and_pipeline(tmp_path):
   pipe = r['pipeline']
   assert pipe['source']['format'] == 'jpeg'
   assert pipe['device_augment']['seconds_per_batch'] > 0
-  for name in ('jpeg', 'cache', 'jpeg_on_device'):
+  for name in ('jpeg', 'cache', 'jpeg_on_device', 'cache_on_device'):
     (m,) = pipe[name]
     assert m['workers'] == 0
     assert m['examples_per_s'] > 0
