@@ -25,10 +25,10 @@ ResNet-18; `--smoke`: the config's `:smoke` variant) this measures:
     ratio of examples/s.
   * the input pipeline (`bench.input_pipeline`): examples/s and examples
     per CPU-second of ferjax's grain pipeline with the config's
-    augmentation, decoding JPEGs or reading the decoded cache, or decoding
-    JPEGs with the augmentation left to the device (`augment.on_device`,
-    whose device time per batch is reported too), with `--workers` grain
-    worker processes; and how many such cores the train step would need.
+    augmentation, decoding JPEGs or reading the decoded cache, each also
+    with the augmentation left to the device (`augment.on_device`, whose
+    device time per batch is reported too), with `--workers` grain worker
+    processes; and how many such cores the train step would need.
 
 Prints a table; `--json OUT` writes every number with the devices, the
 versions, dtype, batch and size.
