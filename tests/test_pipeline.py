@@ -13,6 +13,7 @@ import numpy as np
 import optax
 import pytest
 
+from ferjax import models
 from ferjax import train
 from ferjax.data import clips
 from ferjax.data import pipeline
@@ -300,9 +301,9 @@ def test_clip_config_on_an_image_dataset_is_refused(smoke_config):
 
 def test_model_input_shape_follows_the_clip_config(smoke_config):
   config = _config(smoke_config)
-  assert train.model_input_shape(config) == (1, 8, 8, 3)
+  assert models.input_shape(config) == (1, 8, 8, 3)
   config = _clip_config(smoke_config)
-  assert train.model_input_shape(config) == (1, 8, 8, 8, 3)
+  assert models.input_shape(config) == (1, 8, 8, 8, 3)
 
   class FrameMean(nn.Module):
     @nn.compact
@@ -313,6 +314,6 @@ def test_model_input_shape_follows_the_clip_config(smoke_config):
     jax.random.key(0),
     model=FrameMean(),
     tx=optax.sgd(0.1),
-    input_shape=train.model_input_shape(config),
+    input_shape=models.input_shape(config),
   )
   assert state.params['Dense_0']['kernel'].shape == (3, 7)
