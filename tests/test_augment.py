@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from ferjax.data import augment
+from ferjax.data import color
 
 # Every random op off: the train transform is then a plain resize.
 _OFF = {
@@ -184,10 +185,10 @@ def test_rotation_changes_the_output():
 
 def test_brightness():
   image = _image((16, 16, 3))
-  np.testing.assert_array_equal(augment.adjust_brightness(image, 1.0), image)
+  np.testing.assert_array_equal(color.adjust_brightness(image, 1.0), image)
   half = np.clip(np.rint(image * 0.5), 0, 255).astype(np.uint8)
-  np.testing.assert_array_equal(augment.adjust_brightness(image, 0.5), half)
-  assert augment.adjust_brightness(image, 0.0).max() == 0
+  np.testing.assert_array_equal(color.adjust_brightness(image, 0.5), half)
+  assert color.adjust_brightness(image, 0.0).max() == 0
 
 
 def test_contrast():
@@ -202,32 +203,32 @@ def test_contrast():
     axis=-1,
   ).astype(np.uint8)
   luma = (image.astype(float) @ [0.299, 0.587, 0.114]).mean()
-  flat = augment.adjust_contrast(image, 0.0)
+  flat = color.adjust_contrast(image, 0.0)
   assert np.unique(flat).size == 1
   assert abs(int(flat[0, 0, 0]) - luma) <= 1
-  np.testing.assert_array_equal(augment.adjust_contrast(image, 1.0), image)
-  doubled = augment.adjust_contrast(image, 2.0).astype(int)
+  np.testing.assert_array_equal(color.adjust_contrast(image, 1.0), image)
+  doubled = color.adjust_contrast(image, 2.0).astype(int)
   expected = np.clip(2.0 * image - luma, 0, 255)
   assert np.abs(doubled - expected).max() <= 1
 
 
 def test_saturation():
   image = _image((16, 16, 3))
-  gray = augment.adjust_saturation(image, 0.0).astype(int)
+  gray = color.adjust_saturation(image, 0.0).astype(int)
   luma = image.astype(float) @ [0.299, 0.587, 0.114]
   for channel in range(3):
     assert np.abs(gray[..., channel] - luma).max() <= 1
-  np.testing.assert_array_equal(augment.adjust_saturation(image, 1.0), image)
+  np.testing.assert_array_equal(color.adjust_saturation(image, 1.0), image)
 
 
 def test_hue_shift_turns_the_colour_wheel():
   red = np.zeros((4, 4, 3), np.uint8)
   red[..., 0] = 255
-  green = augment.adjust_hue(red, 1 / 3)
-  blue = augment.adjust_hue(red, -1 / 3)
+  green = color.adjust_hue(red, 1 / 3)
+  blue = color.adjust_hue(red, -1 / 3)
   assert np.all(green[..., 1] >= 250) and np.all(green[..., [0, 2]] <= 8)
   assert np.all(blue[..., 2] >= 250) and np.all(blue[..., :2] <= 8)
-  np.testing.assert_array_equal(augment.adjust_hue(red, 0.0), red)
+  np.testing.assert_array_equal(color.adjust_hue(red, 0.0), red)
 
 
 def test_grayscale_prob_one_gives_gray():

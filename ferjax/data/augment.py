@@ -29,6 +29,8 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
+from ferjax.data import color
+from ferjax.data import randaugment
 from ferjax.data.augment_config import AugmentConfig
 from ferjax.data.augment_config import Config
 from ferjax.data.augment_config import default_config
@@ -41,11 +43,6 @@ __all__ = [
   'sample_crop',
   'crop_matrix',
   'resized_crop',
-  'to_grayscale',
-  'adjust_brightness',
-  'adjust_contrast',
-  'adjust_saturation',
-  'adjust_hue',
   'sample_color_jitter',
   'sample_erase',
   'erase',
@@ -232,57 +229,14 @@ def resized_crop(
   )
 
 
-# --------------------------------------------------------------------- colour
-
-
-def _lut(values: np.ndarray) -> np.ndarray:
-  return np.clip(np.rint(values), 0, 255).astype(np.uint8)
-
-
-_RAMP = np.arange(256, dtype=np.float64)
-
-
-def to_grayscale(image: np.ndarray) -> np.ndarray:
-  """Returns the ITU-R 601 luma of an RGB image, replicated to 3 channels."""
-  gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-  return cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB)
-
-
-def adjust_brightness(image: np.ndarray, factor: float) -> np.ndarray:
-  """Scales every value by `factor` (0 is black, 1 unchanged), clipped."""
-  return cv2.LUT(image, _lut(_RAMP * factor))
-
-
-def adjust_contrast(image: np.ndarray, factor: float) -> np.ndarray:
-  """Blends an RGB image with its mean luma (0 is flat gray, 1 unchanged)."""
-  mean = cv2.mean(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY))[0]
-  return cv2.LUT(image, _lut(_RAMP * factor + (1.0 - factor) * mean))
-
-
-def adjust_saturation(image: np.ndarray, factor: float) -> np.ndarray:
-  """Blends an RGB image with its luma (0 is grayscale, 1 unchanged)."""
-  return cv2.addWeighted(image, factor, to_grayscale(image), 1.0 - factor, 0.0)
-
-
-def adjust_hue(image: np.ndarray, shift: float) -> np.ndarray:
-  """Rotates the hue of an RGB image by `shift` turns of the colour wheel.
-
-  The hue is quantised to 256 steps (OpenCV's full-range uint8 HSV).
-  """
-  offset = round(shift * 256) % 256
-  if not offset:
-    return image.copy()
-  hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV_FULL)
-  # uint8 addition wraps around the colour wheel.
-  hsv[..., 0] += np.uint8(offset)
-  return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB_FULL)
+# -------------------------------------------------------------- colour jitter
 
 
 _JITTER_OPS: tuple[Callable[[np.ndarray, float], np.ndarray], ...] = (
-  adjust_brightness,
-  adjust_contrast,
-  adjust_saturation,
-  adjust_hue,
+  color.adjust_brightness,
+  color.adjust_contrast,
+  color.adjust_saturation,
+  color.adjust_hue,
 )
 
 
@@ -463,9 +417,6 @@ def sample_train_params(
   flip = bool(rng.random() < c.flip)
   rand_ops = ()
   if c.randaugment_ops:
-    # Imported here: randaugment builds on this module's colour helpers.
-    from ferjax.data import randaugment
-
     rand_ops = tuple(
       randaugment.sample_rand_augment(
         rng,
@@ -530,8 +481,6 @@ def apply_train_params(
     out = cv2.flip(out, 1)
   out = _to_rgb(out)
   if params.rand_augment:
-    from ferjax.data import randaugment
-
     for name, magnitude in params.rand_augment:
       out = randaugment.apply_op(
         out, name, magnitude, c.randaugment_interpolation, c.randaugment_fill
@@ -539,7 +488,7 @@ def apply_train_params(
   for op, factor in params.color_jitter:
     out = op(out, factor)
   if params.grayscale:
-    out = to_grayscale(out)
+    out = color.to_grayscale(out)
   if params.erase is not None:
     out = erase(out, params.erase, params.erase_value)
   return out

@@ -51,13 +51,14 @@ import jax.numpy as jnp
 import numpy as np
 
 from ferjax.data import augment
+from ferjax.data import color
 
 # The host's colour jitter ops by id; `_DEVICE_OPS` has the same order.
 _JITTER_OPS = (
-  augment.adjust_brightness,
-  augment.adjust_contrast,
-  augment.adjust_saturation,
-  augment.adjust_hue,
+  color.adjust_brightness,
+  color.adjust_contrast,
+  color.adjust_saturation,
+  color.adjust_hue,
 )
 # Factors of ops that are not applied: the identity of each op.
 _IDENTITY = (1.0, 1.0, 1.0, 0.0)
