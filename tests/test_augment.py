@@ -9,6 +9,7 @@ import pytest
 
 from ferjax.data import augment
 from ferjax.data import color
+from ferjax.data import geometry
 
 # Every random op off: the train transform is then a plain resize.
 _OFF = {
@@ -123,7 +124,7 @@ def test_sample_crop_statistics():
   areas, ratios = [], []
   rng = _rng()
   for _ in range(2000):
-    top, left, h, w = augment.sample_crop(height, width, rng, scale, ratio)
+    top, left, h, w = geometry.sample_crop(height, width, rng, scale, ratio)
     assert top >= 0 and top + h <= height
     assert left >= 0 and left + w <= width
     areas.append(h * w / (height * width))
@@ -140,9 +141,9 @@ def test_sample_crop_statistics():
 
 def test_sample_crop_falls_back_to_the_central_crop():
   # A 2:1 crop of the whole area never fits a 100x80 image.
-  box = augment.sample_crop(100, 80, _rng(), (1.0, 1.0), (2.0, 2.0))
+  box = geometry.sample_crop(100, 80, _rng(), (1.0, 1.0), (2.0, 2.0))
   assert box == (30, 0, 40, 80)
-  assert augment.sample_crop(64, 64, _rng(), (1.0, 1.0), (1.0, 1.0)) == (
+  assert geometry.sample_crop(64, 64, _rng(), (1.0, 1.0), (1.0, 1.0)) == (
     0,
     0,
     64,
@@ -152,7 +153,7 @@ def test_sample_crop_falls_back_to_the_central_crop():
 
 def test_rotation_by_90_degrees_turns_counter_clockwise():
   image = _image((40, 40, 3))
-  out = augment.resized_crop(image, (0, 0, 40, 40), 40, angle=90.0)
+  out = geometry.resized_crop(image, (0, 0, 40, 40), 40, angle=90.0)
   np.testing.assert_array_equal(out, np.rot90(image))
 
 
@@ -160,8 +161,8 @@ def test_warp_is_aligned_with_resize():
   # A near-zero angle takes the warp path; it must land on the same pixel
   # grid as the plain resize (fixed-point rounding aside).
   image = _image((48, 48))
-  warped = augment.resized_crop(image, (0, 0, 48, 48), 64, 1e-9, 'replicate')
-  resized = augment.resized_crop(image, (0, 0, 48, 48), 64, 0.0)
+  warped = geometry.resized_crop(image, (0, 0, 48, 48), 64, 1e-9, 'replicate')
+  resized = geometry.resized_crop(image, (0, 0, 48, 48), 64, 0.0)
   assert np.abs(warped.astype(int) - resized).max() <= 1
 
 
@@ -170,8 +171,8 @@ def test_strongly_shrinking_warp_averages_instead_of_aliasing():
   # by about 33 levels on average; the pre-shrunk warp stays close to it.
   image = _image((256, 256))
   box = (10, 20, 200, 180)
-  warped = augment.resized_crop(image, box, 64, 1e-9)
-  area = augment.resized_crop(image, box, 64, 0.0)
+  warped = geometry.resized_crop(image, box, 64, 1e-9)
+  area = geometry.resized_crop(image, box, 64, 0.0)
   assert np.abs(warped.astype(int) - area).mean() < 15
 
 
