@@ -1,4 +1,4 @@
-"""Tests for tfds_builders.class_folders, the reader of class-folder releases."""
+"""Tests for tfds_builders.class_folders, the class-folder release reader."""
 
 import logging
 import pathlib

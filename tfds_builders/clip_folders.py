@@ -4,7 +4,9 @@ DFEW and FERV39K store each clip as a folder of JPEG frames and list the
 clips of a split in a text file. `read_clip_list` reads such a list,
 `list_frames` checks every listed folder before anything is written, and
 `clip_example` turns a clip into the feature dict of `clip_features`,
-keeping the frames as shipped or shrinking them (`ClipConfig.frame_size`).
+keeping the frames as shipped or shrinking them
+(`ClipBuilderConfig.frame_size`, the base of those datasets' builder
+configs).
 """
 
 import collections.abc
@@ -25,7 +27,7 @@ FRAME_JPEG_QUALITY = 95
 
 
 @dataclasses.dataclass(kw_only=True)
-class ClipConfig(tfds.core.BuilderConfig):
+class ClipBuilderConfig(tfds.core.BuilderConfig):
   """A builder config of a video dataset.
 
   Attributes:

@@ -10,8 +10,9 @@ Each CSV has a header line, then `<video id>,<label>` per clip: the id
 without zero padding (`1` is folder `00001`) and the label 1..7 (1 happy,
 2 sad, 3 neutral, 4 angry, 5 surprise, 6 disgust, 7 fear). Configs `fold1`
 ... `fold5` pick the fold; `fold<k>_112` store the same clips with frames
-shrunk to 112 px (`clip_folders.ClipConfig.frame_size`). Labels are mapped into
-ferjax's canonical order; the dataset's own id is kept as `original_label`.
+shrunk to 112 px (`clip_folders.ClipBuilderConfig.frame_size`). Labels are
+mapped into ferjax's canonical order; the dataset's own id is kept as
+`original_label`.
 """
 
 import csv
@@ -65,7 +66,7 @@ _FIX = 'Restore the file or folder from the DFEW release.'
 
 
 @dataclasses.dataclass(kw_only=True)
-class DfewConfig(clip_folders.ClipConfig):
+class DfewConfig(clip_folders.ClipBuilderConfig):
   """One fold of DFEW, with frames as shipped or resized.
 
   Attributes:

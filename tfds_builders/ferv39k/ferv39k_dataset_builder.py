@@ -9,9 +9,10 @@ Each list line is `<Scene>/<Emotion>/<clip id> <Emotion>`: the clip's
 folder under `2_ClipsforFaceCrop/` and its label word (Angry, Disgust, Fear,
 Happy, Neutral, Sad, Surprise), which must match the folder's emotion. A
 header line, if present, is skipped. Config `default` stores the frames as
-shipped, `112` shrinks them to 112 px (`clip_folders.ClipConfig.frame_size`).
-Labels are mapped into ferjax's canonical order; the word is kept as
-`original_label` and the scene as `scene`.
+shipped, `112` shrinks them to 112 px
+(`clip_folders.ClipBuilderConfig.frame_size`). Labels are mapped into
+ferjax's canonical order; the word is kept as `original_label` and the scene
+as `scene`.
 """
 
 import os
@@ -143,10 +144,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   RELEASE_NOTES = {'1.0.0': 'Initial release.'}
   # The first config is the default.
   BUILDER_CONFIGS = [
-    clip_folders.ClipConfig(
+    clip_folders.ClipBuilderConfig(
       name='default', description='Frames as shipped (JPEG face crops).'
     ),
-    clip_folders.ClipConfig(
+    clip_folders.ClipBuilderConfig(
       name=str(SMALL_FRAME),
       description=f'Frames shrunk to {SMALL_FRAME} px.',
       frame_size=SMALL_FRAME,
