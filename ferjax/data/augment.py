@@ -53,10 +53,6 @@ __all__ = [
   'eval_transform',
 ]
 
-# torchvision's number of tries before RandomErasing gives up.
-_ATTEMPTS = 10
-
-
 # -------------------------------------------------------------- colour jitter
 
 
@@ -97,6 +93,9 @@ def sample_color_jitter(
 
 
 # -------------------------------------------------------------------- erasing
+
+# torchvision's number of tries before RandomErasing gives up.
+_ATTEMPTS = 10
 
 
 def sample_erase(
