@@ -16,6 +16,7 @@ import pytest
 from ferjax import models
 from ferjax import train
 from ferjax.data import clips
+from ferjax.data import maps
 from ferjax.data import pipeline
 from tests.fake_data import IndexedSource
 
@@ -77,7 +78,7 @@ def test_process_shards_assemble_the_single_process_batch(smoke_config):
     grain.MapDataset.source(src)
     .shuffle(seed=0)
     .repeat()
-    .random_map(pipeline.TrainMap(aug), seed=1)
+    .random_map(maps.TrainMap(aug), seed=1)
   )
 
   def batches(processes, index):
@@ -203,7 +204,7 @@ def test_clip_process_shards_assemble_the_single_process_batch(smoke_config):
   config = _clip_config(smoke_config)
   config.augment.brightness = 0.4
   src = ClipSource(_lengths(40, seed=2))
-  train_map = pipeline.TrainMap(
+  train_map = maps.TrainMap(
     pipeline.augment_config(config), clip=pipeline.clip_config(config)
   )
   ds = (

@@ -25,7 +25,7 @@ import time
 import tensorflow_datasets as tfds
 
 import tfds_builders
-from ferjax.data import manual
+from tfds_builders import manual_data
 
 PathLike = str | os.PathLike
 
@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
   start = time.perf_counter()
   try:
     b = build(args.name, args.config, args.data_dir, args.manual_dir)
-  except manual.ManualDataError as e:  # Names the file and the fix.
+  except manual_data.ManualDataError as e:  # Names the file and the fix.
     print(f'error: {e}', file=sys.stderr)
     return 1
   seconds = time.perf_counter() - start
