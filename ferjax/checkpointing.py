@@ -8,7 +8,8 @@ leaves a checkpoint that looks complete.
 
 `load_pretrained` serves step 2 of the resume order (the workdir's latest
 checkpoint, else `config.init_from`, else scratch): it fills a fresh state
-from another run's checkpoint or a converted PyTorch file.
+from another run's checkpoint, a converted weights directory or a PyTorch
+file, all read by `load_variables` (which the predictor uses too).
 """
 
 import json

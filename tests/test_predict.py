@@ -400,7 +400,7 @@ def test_clip_model_without_any_face(tmp_path):
 def test_forward_pass_traces_once(predictor, monkeypatch):
   chex.clear_trace_counter()
   counted = chex.assert_max_traces(predictor_lib._probabilities, n=1)
-  monkeypatch.setattr(predict, '_probabilities', counted)
+  monkeypatch.setattr(predictor_lib, '_probabilities', counted)
   p = predict.Predictor(
     predictor.model,
     predictor._variables,
@@ -436,8 +436,9 @@ def test_from_weights_matches_from_workdir(predictor, reference, tmp_path):
     predict.Predictor.from_weights('resnet18', out, image_size=32, width=8)
   with pytest.raises(FileNotFoundError, match='neither a weights directory'):
     predict.Predictor.from_weights('resnet18', str(tmp_path / 'nothing'))
-  with pytest.raises(ValueError, match='pass image_size'):
-    predict.Predictor.from_weights('resnet18', out)
+  # Without image_size, the model spec's input size.
+  default = predict.Predictor.from_weights('resnet18', out, detector=None)
+  assert default.augment.size == models.get_spec('resnet18').input_size
 
 
 def _stub_viz(monkeypatch) -> list:
