@@ -11,6 +11,10 @@ WORKDIR ?= runs/demo
 # in afresh every step; transparent huge pages make CPU train steps ~12%
 # faster (docs/performance.md). No effect where THP is off or on GPU/TPU.
 export GLIBC_TUNABLES ?= glibc.malloc.hugetlb=1
+# `make test` runs the test files in this many processes (pytest-xdist), each
+# file whole in one, the slowest first (tests/conftest.py). XLA compiles on
+# one thread, so one worker per core; each takes a few GB of memory.
+TEST_WORKERS ?= 2
 
 .PHONY: demo test lint format lock clean
 
@@ -33,7 +37,7 @@ demo: $(VENV)/.core
 test: $(VENV)/.dev
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
 format: $(VENV)/.dev
 	$(VENV)/bin/ruff check --fix .
