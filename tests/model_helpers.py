@@ -1,8 +1,37 @@
 """Helpers shared by the model tests: parameter counts, shapes, inputs."""
 
+import contextlib
+
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
+
+from ferjax.models.backbones import irse
+
+# XLA's CPU backend compiles the initialisers' random number generation
+# slowly; unoptimised, a model initialises in a fraction of the time (as in
+# ferjax.train). Pass as `jax.jit(..., compiler_options=FAST_COMPILE)`.
+FAST_COMPILE = {'xla_backend_optimization_level': 0}
+
+# A depth face.evoLVe does not have: 2, 1, 1 and 1 units per stage, where
+# IR-50 has 3, 4, 14 and 3. JADFER's backbone exists only as IR-50, whose 21
+# units (3 stages) take most of its compilation time; checks that do not
+# depend on the depth build it this short (`short_ir`).
+SHORT_IR_LAYERS = 5
+
+
+@contextlib.contextmanager
+def short_ir():
+  """Accepts num_layers=SHORT_IR_LAYERS in the IR backbones while it lasts."""
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setitem(irse.STAGE_UNITS, SHORT_IR_LAYERS, (2, 1, 1, 1))
+    yield
+
+
+def jit_init(model, *args):
+  """`model.init(*args)`, jitted and compiled without optimisation."""
+  return jax.jit(model.init, compiler_options=FAST_COMPILE)(*args)
 
 
 def param_count(tree) -> int:

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from ferjax.layers import jad_attention as jad
+from tests import model_helpers
 
 BATCH, TOKENS, DIM, HEADS = 8, 30, 16, 4
 # ceil(0.1 * 30) is 3: the rounding keeps 0.1 * 30 = 3.0000000000000004 at 3.
@@ -16,11 +17,13 @@ RHO, NUM_DROPPED = 0.1, 3
 
 
 def _tokens(shape=(BATCH, TOKENS, DIM), seed=0):
-  return jax.random.normal(jax.random.key(seed), shape)
+  # NumPy's generator: jax.random would compile a program per shape.
+  rng = np.random.default_rng(seed)
+  return jnp.asarray(rng.standard_normal(shape, np.float32))
 
 
 def _init(layer, *inputs):
-  return layer.init(jax.random.key(1), *inputs)
+  return model_helpers.jit_init(layer, jax.random.key(1), *inputs)
 
 
 @functools.partial(jax.jit, static_argnames=('layer', 'train'))
@@ -51,7 +54,7 @@ def test_num_dropped():
 
 
 def test_jad_mask_picks_top_rho_keys_of_dropped_samples():
-  joint = np.asarray(jax.random.uniform(jax.random.key(0), (3, 5, 20)))
+  joint = np.random.default_rng(0).uniform(size=(3, 5, 20)).astype(np.float32)
   drop = np.array([True, False, True])
   mask = np.asarray(jad.jad_mask(joint, 0.15, drop))
   chex.assert_shape(mask, (3, 5, 20))

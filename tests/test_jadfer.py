@@ -52,10 +52,14 @@ def test_mean_fusion_and_bfloat16():
 
 @pytest.fixture(scope='module')
 def tiny():
-  model = models.get_model('jadfer', num_classes=5, **TINY)
-  images = model_helpers.random_images(32, batch=4)
-  variables = jax.jit(model.init)(jax.random.key(0), images)
-  return model, variables, images
+  """TINY on the short IR backbone: JAD and the loss do not see its depth."""
+  with model_helpers.short_ir():
+    model = models.get_model(
+      'jadfer', num_classes=5, num_layers=model_helpers.SHORT_IR_LAYERS, **TINY
+    )
+    images = model_helpers.random_images(32, batch=4)
+    variables = model_helpers.jit_init(model, jax.random.key(0), images)
+    yield model, variables, images
 
 
 def _train_apply(model, variables, images, seed):
