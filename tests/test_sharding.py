@@ -76,16 +76,23 @@ def test_make_mesh_sizes_and_errors():
     sharding.make_mesh((('model', -1),))
 
 
-def test_eight_devices_equal_one_and_compile_once(parts):
-  assert jax.device_count() == 8
-  one_state, one = _run(parts, jax.devices()[:1])
+@pytest.fixture(scope='module')
+def replicated(parts):
+  """(state, metrics) of the 3 steps on 8 devices, the step traced once."""
   step = parts[1]
 
   @chex.assert_max_traces(n=1)
   def traced(state, batch, rng):
     return step(state, batch, rng)
 
-  eight_state, eight = _run(parts, jax.devices(), traced=traced)
+  yield _run(parts, jax.devices(), traced=traced)
+  chex.clear_trace_counter()
+
+
+def test_eight_devices_equal_one_and_compile_once(parts, replicated):
+  assert jax.device_count() == 8
+  one_state, one = _run(parts, jax.devices()[:1])
+  eight_state, eight = replicated
   # The first step sees identical params: same loss to float32 precision.
   np.testing.assert_allclose(one[0]['loss'], eight[0]['loss'], rtol=1e-6)
   # Later steps carry float32 summation-order noise through SGD momentum.
@@ -98,7 +105,6 @@ def test_eight_devices_equal_one_and_compile_once(parts):
   chex.assert_trees_all_close(
     one_state.model_state, eight_state.model_state, atol=1e-5, rtol=1e-4
   )
-  chex.clear_trace_counter()
 
 
 def test_grads_match_to_1e6(parts):
@@ -143,13 +149,13 @@ def test_grads_match_to_1e6(parts):
   chex.assert_trees_all_close(results[0], results[1], atol=1e-6, rtol=0)
 
 
-def test_fsdp_shards_params_and_trains_the_same(parts):
+def test_fsdp_shards_params_and_trains_the_same(parts, replicated):
   host_state = parts[0]
   mesh = sharding.make_mesh((('data', -1),))
   shardings = sharding.state_shardings(host_state, mesh, 'fsdp', min_size=0)
   specs = {s.spec for s in jax.tree.leaves(shardings)}
   assert any('data' in spec for spec in specs)
-  repl_state, repl = _run(parts, jax.devices())
+  repl_state, repl = replicated
   fsdp_state, fsdp = _run(parts, jax.devices(), strategy='fsdp')
   for a, b in zip(repl, fsdp, strict=True):
     np.testing.assert_allclose(a['loss'], b['loss'], rtol=1e-5)
