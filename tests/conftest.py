@@ -1,6 +1,8 @@
 """Test setup: 8 fake CPU devices, a shared compilation cache, smoke data."""
 
+import copy as copy_lib
 import os
+import shutil
 import tempfile
 
 # Must happen before jax is imported anywhere. Subprocesses inherit these.
@@ -30,6 +32,37 @@ def smoke_data_dir(tmp_path_factory) -> str:
   data_dir = str(tmp_path_factory.mktemp('tfds'))
   build.build('synthetic_fer', config='smoke', data_dir=data_dir)
   return data_dir
+
+
+@pytest.fixture(scope='session')
+def smoke_run(smoke_data_dir, tmp_path_factory):
+  """configs/demo.py:smoke trained to its end (12 steps on 8 devices), once.
+
+  Returns (config, workdir, results of `train.train_and_evaluate`). The
+  tests that read a finished smoke run share it; those that may change it
+  use `smoke_run_copy`.
+  """
+  from configs import demo
+  from ferjax import train
+
+  config = demo.get_config('smoke')
+  config.data.data_dir = smoke_data_dir
+  config.checkpoint.async_save = False
+  workdir = tmp_path_factory.mktemp('smoke_run')
+  results = train.train_and_evaluate(config, str(workdir))
+  return config, workdir, results
+
+
+@pytest.fixture(scope='module')
+def smoke_run_copy(smoke_run, tmp_path_factory):
+  """`smoke_run` as (config, workdir, results), in a directory of its own.
+
+  One copy per test module; `config` is a copy too.
+  """
+  config, workdir, results = smoke_run
+  copy = tmp_path_factory.mktemp('smoke_run_copy') / 'run'
+  shutil.copytree(workdir, copy)
+  return copy_lib.deepcopy(config), copy, copy_lib.deepcopy(results)
 
 
 @pytest.fixture

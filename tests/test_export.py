@@ -19,7 +19,6 @@ from ferjax import export_common
 from ferjax import export_onnx
 from ferjax import exported
 from ferjax import models
-from ferjax import train
 from ferjax.data import augment
 from ferjax.data import clips
 
@@ -31,17 +30,10 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope='module')
-def trained(tmp_path_factory, smoke_data_dir):
-  """A short smoke run (4 steps on 8 devices): its config and workdir."""
-  from configs import demo
-
-  config = demo.get_config('smoke')
-  config.data.data_dir = smoke_data_dir
-  config.checkpoint.async_save = False
-  config.total_steps = 4
-  workdir = str(tmp_path_factory.mktemp('export_run'))
-  train.train_and_evaluate(config, workdir)
-  return config, workdir
+def trained(smoke_run_copy):
+  """The session's smoke run (conftest.py): its config and workdir."""
+  config, workdir, _ = smoke_run_copy
+  return config, str(workdir)
 
 
 @pytest.fixture(scope='module')

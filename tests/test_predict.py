@@ -23,7 +23,6 @@ from ferjax import checkpointing
 from ferjax import labels
 from ferjax import models
 from ferjax import predict
-from ferjax import train
 from ferjax.data import augment
 from ferjax.predict import __main__ as predict_cli
 from ferjax.predict import detect
@@ -40,19 +39,10 @@ FACES = (1, 2, 4, 6)
 
 
 @pytest.fixture(scope='module')
-def run_dir(tmp_path_factory, smoke_data_dir):
-  """A two-step smoke run: a real workdir with config.json and checkpoints."""
-  from configs import demo
-
-  config = demo.get_config('smoke')
-  config.data.data_dir = smoke_data_dir
-  config.data.auto_build = False
-  config.checkpoint.async_save = False
-  config.total_steps = 2
-  config.eval_every_epochs = 100.0  # Only the final evaluation.
-  workdir = str(tmp_path_factory.mktemp('predict_run'))
-  train.train_and_evaluate(config, workdir)
-  return workdir
+def run_dir(smoke_run_copy):
+  """The session's smoke run (conftest.py): a real workdir with config.json
+  and checkpoints."""
+  return str(smoke_run_copy[1])
 
 
 @pytest.fixture(scope='module')

@@ -1,6 +1,8 @@
 """Real processes: exact resume after SIGKILL, and two-process training.
 
-Each test starts `python run.py` as a user would, on the smoke config.
+Each test starts `python run.py` as a user would, on the smoke config. The
+uninterrupted run they are compared with is the session's smoke run
+(conftest.py), trained in the test process by the same code run.py calls.
 """
 
 import os
@@ -96,12 +98,9 @@ def _final_state(workdir, step=12):
 
 
 @pytest.fixture(scope='module')
-def reference_run(tmp_path_factory, smoke_data_dir):
+def reference_run(smoke_run_copy):
   """The smoke config trained to step 12 without interruption."""
-  workdir = tmp_path_factory.mktemp('uninterrupted')
-  code, out = _finish(_run(_command(workdir, smoke_data_dir)))
-  assert code == 0, out[-3000:]
-  return workdir
+  return smoke_run_copy[1]
 
 
 def test_killed_run_resumes_bitwise_exactly(

@@ -23,16 +23,10 @@ def _json(workdir, name):
 
 
 @pytest.fixture(scope='module')
-def trained(tmp_path_factory, smoke_data_dir):
-  """One smoke run (12 steps on 8 devices), shared by the tests below."""
-  from configs import demo
-
-  config = demo.get_config('smoke')
-  config.data.data_dir = smoke_data_dir
-  config.checkpoint.async_save = False
-  workdir = str(tmp_path_factory.mktemp('smoke_run'))
-  results = train.train_and_evaluate(config, workdir)
-  return config, workdir, results
+def trained(smoke_run_copy):
+  """The smoke run (12 steps on 8 devices), shared by the tests below."""
+  config, workdir, results = smoke_run_copy
+  return config, str(workdir), results
 
 
 def test_smoke_run_writes_logs_checkpoints_and_results(trained):

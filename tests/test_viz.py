@@ -121,16 +121,9 @@ def test_plot_failures_are_logged_not_raised(caplog):
 
 
 @pytest.fixture(scope='module')
-def trained(tmp_path_factory, smoke_data_dir):
-  """The smoke run of tests/test_train.py (same programs: a cache hit)."""
-  from configs import demo
-
-  config = demo.get_config('smoke')
-  config.data.data_dir = smoke_data_dir
-  config.checkpoint.async_save = False
-  workdir = tmp_path_factory.mktemp('viz_run')
-  train.train_and_evaluate(config, str(workdir))
-  return workdir
+def trained(smoke_run_copy):
+  """The workdir of the session's smoke run (conftest.py)."""
+  return smoke_run_copy[1]
 
 
 def test_training_writes_eval_plots_and_curves(trained):
