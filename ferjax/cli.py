@@ -250,16 +250,25 @@ def _argv_as(argv: list[str]) -> Iterator[None]:
     sys.argv = saved
 
 
-def _add_global_flags(fv: flags.FlagValues) -> None:
-  """Lets `fv` parse absl's global flags (logging, grain's) too.
+@contextlib.contextmanager
+def _global_flags_in(fv: flags.FlagValues) -> Iterator[None]:
+  """Lets `fv` parse absl's global flags (logging, grain's) for a while.
 
-  The Flag objects are shared, so their values land in the global FLAGS;
-  a command's own flag of the same name wins.
+  The Flag objects are shared, so what is parsed lands in the global FLAGS;
+  a command's own flag of the same name wins. Afterwards `fv` holds only
+  the command's flags again.
   """
+  added = []
   for flag in _unique(flags.FLAGS):
-    if flag.name in fv or (flag.short_name and flag.short_name in fv):
-      continue
-    fv[flag.name] = flag
+    names = [n for n in (flag.name, flag.short_name) if n]
+    if not any(n in fv for n in names):
+      fv[flag.name] = flag
+      added += names
+  try:
+    yield
+  finally:
+    for name in added:
+      delattr(fv, name)
 
 
 def parse(fv: flags.FlagValues, argv: list[str]) -> list[str]:
@@ -267,8 +276,7 @@ def parse(fv: flags.FlagValues, argv: list[str]) -> list[str]:
 
   The global FLAGS is parsed with it and ends up marked parsed.
   """
-  _add_global_flags(fv)
-  with _argv_as(argv):
+  with _argv_as(argv), _global_flags_in(fv):
     args = fv(argv)[1:]
   flags.FLAGS.validate_all_flags()
   flags.FLAGS.mark_as_parsed()

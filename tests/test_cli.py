@@ -13,6 +13,11 @@ from ml_collections import config_flags
 from ferjax import cli
 from tests.conftest import REPO
 
+# config_flags loads config files with importlib's deprecated load_module.
+pytestmark = pytest.mark.filterwarnings(
+  'ignore:the load_module:DeprecationWarning'
+)
+
 DOC = """Does a thing.
 
   python -m thing --workdir DIR
@@ -216,10 +221,13 @@ def test_two_commands_in_one_process_define_nothing_globally():
   assert flags.FLAGS.is_parsed()  # grain reads absl flags.
 
 
-def test_global_absl_flags_are_accepted():
+def test_global_absl_flags_are_accepted_but_not_the_commands():
+  seen = []
   with flagsaver.flagsaver():
-    assert _run(lambda fv: None, '--workdir=/w', '--verbosity', '1') == 0
+    main = lambda fv: seen.append(sorted(fv.flag_values_dict()))  # noqa: E731
+    assert _run(main, '--workdir=/w', '--verbosity', '1') == 0
     assert flags.FLAGS.verbosity == 1
+  assert seen == [['field', 'ignore', 'steps', 'verify', 'workdir']]
 
 
 def _config_define(fv):
@@ -228,8 +236,6 @@ def _config_define(fv):
   )
 
 
-# config_flags loads config files with importlib's deprecated load_module.
-@pytest.mark.filterwarnings('ignore:the load_module:DeprecationWarning')
 def test_config_files_and_overrides_in_process(monkeypatch, capsys):
   monkeypatch.chdir(REPO)
   got = []
