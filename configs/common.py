@@ -11,6 +11,8 @@ import contextlib
 
 import ml_collections
 
+from ferjax import cli
+
 
 def _coerce(name: str, text: str, default):
   """Parses `text` into the type of `default`, naming the field on failure."""
@@ -35,22 +37,22 @@ def override(config: ml_collections.ConfigDict, assignment: str) -> None:
   Booleans accept true/false/1/0/yes/no; fields that are None take the text
   as a string. An unknown field is an error naming it.
   """
-  path, sep, text = assignment.partition('=')
-  *parents, name = path.strip().split('.')
+  hint = (
+    f'{assignment!r}: expected FIELD=VALUE with FIELD an existing config '
+    'field, e.g. model.remat=true.'
+  )
+  try:
+    path, text = cli.split_field(assignment)
+  except ValueError:
+    raise ValueError(hint) from None
+  *parents, name = path.split('.')
   node = config
   for part in parents:
     node = (
       node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
     )
-  if (
-    not sep
-    or not isinstance(node, ml_collections.ConfigDict)
-    or (name not in node)
-  ):
-    raise ValueError(
-      f'{assignment!r}: expected FIELD=VALUE with FIELD an existing config '
-      'field, e.g. model.remat=true.'
-    )
+  if not isinstance(node, ml_collections.ConfigDict) or name not in node:
+    raise ValueError(hint)
   current = node[name]
   if current is not None and not isinstance(current, bool | int | float | str):
     raise ValueError(
