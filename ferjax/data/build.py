@@ -14,17 +14,19 @@ The library functions (`builder`, `is_built`, `build_command`, `build`) let
 the training pipeline check for a dataset and tell the user how to make it.
 """
 
-import argparse
 import importlib
 import os
 import pathlib
 import shlex
 import sys
 import time
+from collections.abc import Sequence
 
 import tensorflow_datasets as tfds
+from absl import flags
 
 import tfds_builders
+from ferjax import cli
 from ferjax.data import manual
 
 PathLike = str | os.PathLike
@@ -146,35 +148,32 @@ def build(
   return b
 
 
-def main(argv: list[str] | None = None) -> int:
-  """Command-line entry point; returns the exit status."""
-  parser = argparse.ArgumentParser(
-    prog='python -m ferjax.data.build',
-    description='Builds a dataset of tfds_builders/ as array_record files.',
+def _define(fv: flags.FlagValues) -> None:
+  flags.DEFINE_string(
+    'config', None, 'builder config (default: its first)', flag_values=fv
   )
-  parser.add_argument('name', help=f'one of: {", ".join(available())}')
-  parser.add_argument('--config', help='builder config (default: its first)')
-  parser.add_argument('--data_dir', help='TFDS data directory')
-  parser.add_argument('--manual_dir', help='manually downloaded files')
-  args = parser.parse_args(argv)
+  flags.DEFINE_string('data_dir', None, 'TFDS data directory', flag_values=fv)
+  flags.DEFINE_string(
+    'manual_dir', None, 'manually downloaded files', flag_values=fv
+  )
 
-  try:  # Only name and config mistakes get a short message.
-    builder(args.name, args.config, args.data_dir)
-  except ValueError as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
+
+def _main(fv: flags.FlagValues, name: str) -> None:
+  with cli.usage_errors(ValueError):  # An unknown name or config.
+    builder(name, fv.config, fv.data_dir)
   start = time.perf_counter()
-  try:
-    b = build(args.name, args.config, args.data_dir, args.manual_dir)
-  except manual.ManualDataError as e:  # Names the file and the fix.
-    print(f'error: {e}', file=sys.stderr)
-    return 1
+  with cli.failures(manual.ManualDataError):  # Names the file and the fix.
+    b = build(name, fv.config, fv.data_dir, fv.manual_dir)
   seconds = time.perf_counter() - start
   config = f'/{b.builder_config.name}' if b.builder_config else ''
-  print(f'{args.name}{config} {b.version} is in {b.data_dir} ({seconds:.1f} s)')
+  print(f'{name}{config} {b.version} is in {b.data_dir} ({seconds:.1f} s)')
   for split, info in sorted(b.info.splits.items()):
     print(f'  {split}: {info.num_examples} examples')
-  return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """Command-line entry point; returns the exit status."""
+  return cli.run(_main, _define, argv)
 
 
 if __name__ == '__main__':
