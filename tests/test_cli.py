@@ -1,5 +1,6 @@
 """ferjax.cli: help, exit codes, one-line errors, NAME=VALUE, fresh flags."""
 
+import importlib
 import subprocess
 import sys
 import textwrap
@@ -228,6 +229,37 @@ def test_global_absl_flags_are_accepted_but_not_the_commands():
     assert _run(main, '--workdir=/w', '--verbosity', '1') == 0
     assert flags.FLAGS.verbosity == 1
   assert seen == [['field', 'ignore', 'steps', 'verify', 'workdir']]
+
+
+COMMANDS = [
+  'run',
+  'ferjax.sweep',
+  'ferjax.export',
+  'ferjax.weights.__main__',
+  'ferjax.data.build',
+  'bench.run',
+  'bench.suite',
+  'bench.memory',
+  'bench.throughput',
+  'bench.train_throughput',
+  'bench.synthetic_baselines',
+]
+
+
+@pytest.mark.parametrize('name', COMMANDS)
+def test_every_command_defines_nothing_globally_and_has_help(
+  name, capsys, monkeypatch
+):
+  monkeypatch.chdir(REPO)  # bench.throughput's default config is relative.
+  before = set(flags.FLAGS)
+  module = importlib.import_module(name)
+  own = flags.FlagValues()
+  module._define(own)
+  assert not (set(flags.FLAGS) - before) & set(own)  # Libraries' may come.
+  assert module.main(['--help']) == 0
+  out = capsys.readouterr().out
+  assert out.startswith(module.__doc__.strip().splitlines()[0])
+  assert '\nflags:\n  --' in out
 
 
 def _config_define(fv):
