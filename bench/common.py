@@ -28,6 +28,7 @@ import numpy as np
 from bench import mfu as mfu_lib
 from configs import common
 from ferjax import evaluate as evaluate_lib
+from ferjax import models
 from ferjax import sharding
 from ferjax import train
 
@@ -97,7 +98,7 @@ def make_config(
     common.override(config, assignment)
   # 'auto' resolves here, so reports name the dtype that ran.
   name = DTYPES.get(dtype, dtype) if dtype else config.model.dtype
-  config.model.dtype = train.compute_dtype(name).name
+  config.model.dtype = models.compute_dtype(name).name
   return config
 
 
@@ -113,7 +114,7 @@ def check_batch(batch: int, what: str = '--batch') -> None:
 
 def frames_per_example(config) -> int:
   """Frames in one model input: the clip length, or 1 for images."""
-  shape = train.model_input_shape(config)
+  shape = models.input_shape(config)
   return shape[1] if len(shape) == 5 else 1
 
 
@@ -130,7 +131,7 @@ def random_batch(config, mesh, batch_size: int = 0, mask: bool = False):
   rng = np.random.default_rng(0)
   host = {
     'image': rng.integers(
-      0, 256, (b, *train.model_input_shape(config)[1:]), np.uint8
+      0, 256, (b, *models.input_shape(config)[1:]), np.uint8
     ),
     'label': rng.integers(0, config.data.num_classes, (b,), np.int32),
   }

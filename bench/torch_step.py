@@ -130,9 +130,9 @@ class TorchSteps:
 
   def _images(self, batch: int):
     """(B, 3, S, S) images, or (B, T, 3, S, S) clips, in [0, 1]."""
-    from ferjax import train  # noqa: PLC0415
+    from ferjax import models  # noqa: PLC0415
 
-    _, *frames, size, _, _ = train.model_input_shape(self.config)
+    _, *frames, size, _, _ = models.input_shape(self.config)
     shape = (batch, *frames, 3, size, size)
     return self.torch.rand(*shape, device=self.device)
 

@@ -142,11 +142,12 @@ def base_config() -> ml_collections.ConfigDict:
   config.model = ml_collections.ConfigDict()
   config.model.name = 'resnet18'
   # Compute dtype: 'auto' is bfloat16 on GPU/TPU and float32 on CPU
-  # (`ferjax.train.compute_dtype`); parameters always stay float32.
+  # (`ferjax.models.compute_dtype`); parameters always stay float32.
   config.model.dtype = 'auto'
 
   config.loss = ml_collections.ConfigDict()
-  config.loss.name = 'softmax_xent'
+  # A `ferjax.losses` name; 'auto' is the model's own loss (its ModelSpec).
+  config.loss.name = 'auto'
   config.loss.label_smoothing = 0.0
 
   config.optimizer = ml_collections.ConfigDict()

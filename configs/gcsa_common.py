@@ -72,7 +72,7 @@ def gcsa_config(
   # on GPU/TPU.
   config.model.remat = False
 
-  config.loss.name = 'cai'
+  # config.loss.name stays 'auto': the model's own loss, 'cai'.
   config.loss.aux2_weight = 0.05
   config.loss.aux3_weight = 0.0
   config.loss.ial_weight = 0.1

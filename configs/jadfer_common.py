@@ -87,7 +87,7 @@ def jadfer_config(
   # on GPU/TPU.
   config.model.remat = False
 
-  config.loss.name = 'jadfer'
+  # config.loss.name stays 'auto': the model's own loss, 'jadfer'.
   config.loss.label_smoothing = 0.0
   config.loss.variety = 'partition'
   config.loss.variety_weight = 1.0

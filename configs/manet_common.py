@@ -73,7 +73,7 @@ def manet_config(
   # The multi-scale block's second cascade runs in the first's direction, as
   # in the code that produced the logs and the MS-Celeb checkpoint.
   config.model.direction = 'same'
-  config.loss.name = 'manet'
+  # config.loss.name stays 'auto': the model's own loss, 'manet'.
   config.loss.beta = beta
 
   config.optimizer.name = 'sgd'

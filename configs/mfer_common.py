@@ -87,7 +87,7 @@ def mfer_config(
   # more compute for much less activation memory on GPU/TPU. Same weights.
   config.model.remat = False
 
-  config.loss.name = 'mfer'
+  # config.loss.name stays 'auto': the model's own loss, 'mfer'.
   config.loss.label_smoothing = 0.1
   config.loss.dsf = 'lgm'
   config.loss.dsf_weight = 1e-3

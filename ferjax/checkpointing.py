@@ -8,7 +8,8 @@ leaves a checkpoint that looks complete.
 
 `load_pretrained` serves step 2 of the resume order (the workdir's latest
 checkpoint, else `config.init_from`, else scratch): it fills a fresh state
-from another run's checkpoint or a converted PyTorch file.
+from another run's checkpoint, a converted weights directory or a PyTorch
+file, all read by `load_variables` (which the predictor uses too).
 """
 
 import json
@@ -125,9 +126,6 @@ class Checkpointer:
         shutil.rmtree(os.path.join(self.best_directory, str(s)))
     self._best.reload()
 
-  def reached_preemption(self, step: int) -> bool:
-    return self._manager.reached_preemption(step)
-
   def wait(self) -> None:
     self._manager.wait_until_finished()
 
@@ -225,11 +223,80 @@ def _merge_pretrained(fresh: dict, loaded: dict, what: str) -> dict:
   return flax.traverse_util.unflatten_dict(fresh_flat, sep='/')
 
 
-def _drop_subtree(tree: dict, path: tuple[str, ...]) -> None:
-  """Deletes tree[path[0]][path[1]]... if it exists."""
-  for key in path[:-1]:
-    tree = tree.get(key, {})
-  tree.pop(path[-1], None)
+# PyTorch checkpoint files `weights.from_torch` reads.
+PYTORCH_EXTENSIONS = ('.pth', '.pth.tar', '.pt')
+
+
+def source_kind(path: str) -> str | None:
+  """What a pretrained source is: 'torch' (a .pth/.pth.tar/.pt file),
+  'weights' (a directory `python -m ferjax.weights convert` wrote),
+  'workdir' (any other directory: a ferjax run), or None (neither)."""
+  if os.path.isfile(path) and path.endswith(PYTORCH_EXTENSIONS):
+    return 'torch'
+  if saved.is_weights_dir(path):
+    return 'weights'
+  if os.path.isdir(path):
+    return 'workdir'
+  return None
+
+
+def load_variables(
+  path: str,
+  *,
+  model_name: str,
+  model_fields: dict,
+  skip: tuple[str, ...] = (),
+  seed: int = 0,
+) -> dict:
+  """Model variables from any pretrained source, as host numpy arrays.
+
+  Args:
+    path: a PyTorch file (converted by `ferjax.weights.from_torch` with
+      `model_fields`, which may include the converter's options), a
+      converted weights directory, or a ferjax workdir (its best, else
+      latest, checkpoint); see `source_kind`.
+    model_name: the registry name of the model the variables are for.
+    model_fields: its fields, for a PyTorch converter.
+    skip: PyTorch key prefixes whose modules are left out, whatever the
+      source (e.g. 'fc.' for a new head).
+    seed: seeds what a PyTorch converter initialises afresh.
+
+  Returns:
+    {'params': ..., 'batch_stats': ...}, less the skipped modules.
+
+  Raises:
+    FileNotFoundError: `path` is none of the three.
+  """
+  kind = source_kind(path)
+  if kind == 'torch':
+    loaded = weights.from_torch(
+      model_name, path, ignore=skip, rng=seed, **model_fields
+    )
+  elif kind == 'weights':
+    loaded, meta = saved.load(path)
+    logging.info(
+      'Loading %s (%s weights converted from %s)',
+      path,
+      meta.get('model'),
+      meta.get('source'),
+    )
+    if meta.get('model') != model_name:  # Shapes decide; names may differ.
+      logging.warning(
+        '%s holds %s weights; the model is %s.',
+        path,
+        meta.get('model'),
+        model_name,
+      )
+  elif kind == 'workdir':
+    raw = restore_raw_state(path)
+    loaded = {'params': raw['params'], **raw.get('model_state', {})}
+  else:
+    raise FileNotFoundError(
+      f'{path!r} is neither a PyTorch {"/".join(PYTORCH_EXTENSIONS)} file, '
+      'a converted weights directory nor a ferjax workdir.'
+    )
+  torch_convert.drop_modules(loaded, skip)  # Skipped modules keep their init.
+  return loaded
 
 
 def load_pretrained(
@@ -262,30 +329,13 @@ def load_pretrained(
   path = os.path.expanduser(path)
   if not os.path.exists(path):
     raise FileNotFoundError(sources.missing_file_message(path))
-  if path.endswith(('.pth', '.pth.tar', '.pt')):
-    loaded = weights.from_torch(
-      model_name, path, ignore=skip, rng=seed, **model_fields
-    )
-  elif saved.is_weights_dir(path):
-    loaded, meta = saved.load(path)
-    logging.info(
-      'Initialising from %s (%s weights converted from %s)',
-      path,
-      meta.get('model'),
-      meta.get('source'),
-    )
-    if meta.get('model') != model_name:  # Shapes decide; names may differ.
-      logging.warning(
-        'init_from holds %s weights; this run trains %s.',
-        meta.get('model'),
-        model_name,
-      )
-  else:
-    raw = restore_raw_state(path)
-    loaded = {'params': raw['params'], **raw.get('model_state', {})}
-  for prefix in skip:  # Skipped modules keep this run's own init.
-    for tree in loaded.values():
-      _drop_subtree(tree, torch_convert.module_path(prefix.rstrip('.')))
+  loaded = load_variables(
+    path,
+    model_name=model_name,
+    model_fields=model_fields,
+    skip=skip,
+    seed=seed,
+  )
   loaded_params = loaded.pop('params')
   loaded_state = loaded
   params = _merge_pretrained(state.params, loaded_params, 'params')

@@ -61,12 +61,10 @@ from absl import logging
 import ferjax
 from ferjax import checkpointing
 from ferjax import cli
+from ferjax import export_common
 from ferjax import exported as exported_lib
 from ferjax import labels as labels_lib
-from ferjax import train
 from ferjax import writers
-from ferjax.data import augment
-from ferjax.data import pipeline
 from ferjax.weights import saved
 
 # jax.export's platform names ('cuda', not 'gpu').
@@ -104,41 +102,6 @@ def _require_flatbuffers() -> None:
       'Exporting needs the flatbuffers package, which jax.export serializes '
       'with: pip install flatbuffers'
     )
-
-
-def export_model(config):
-  """The model of `config` as exports compute it.
-
-  `model.dtype='auto'` would pick bfloat16 when exporting from a GPU or
-  TPU host; an export is meant to run anywhere and to match the trained
-  model within `TOLERANCE`, so 'auto' exports compute in float32. An
-  explicit dtype is kept.
-  """
-  if config.model.get('dtype') == 'auto':
-    config = config.copy_and_resolve_references()
-    with config.unlocked():
-      config.model.dtype = 'float32'
-  return train.create_model(config)
-
-
-def logits_function(model, variables) -> Callable[[jax.Array], jax.Array]:
-  """uint8 images -> float32 logits, with `variables` closed over.
-
-  The images are scaled to [0, 1] as the eval step does, and the model runs
-  with train=False (BatchNorm uses its running statistics, no dropout).
-  """
-
-  def logits(images):
-    scaled = images.astype(jnp.float32) / 255.0
-    outputs = model.apply(variables, scaled, train=False)
-    return outputs['logits'].astype(jnp.float32)
-
-  return logits
-
-
-def example_shape(config: ml_collections.ConfigDict) -> tuple[int, ...]:
-  """One example's shape: (S, S, 3), or (T, S, S, 3) for clip models."""
-  return tuple(train.model_input_shape(config)[1:])
 
 
 def export_logits(
@@ -182,50 +145,6 @@ def export_logits(
     'polymorphic': False,
     'size': batch_size,
     'note': note,
-  }
-
-
-def preprocess_spec(config: ml_collections.ConfigDict) -> dict:
-  """metadata.json's 'preprocess': how one image becomes (S, S, 3) uint8."""
-  c = augment.parse_config(config.augment)
-  spec = {
-    'size': c.size,
-    'resize': c.eval_resize,
-    'interpolation': (
-      'cv2.resize with INTER_AREA when neither side grows, else INTER_LINEAR'
-    ),
-    'color': 'RGB; grayscale replicated to 3 channels',
-    'dtype': 'uint8',
-  }
-  if c.eval_resize == 'resize':
-    spec['description'] = 'the whole image resized to size x size'
-  else:
-    spec['crop_fraction'] = c.eval_crop_fraction
-    spec['description'] = (
-      'the short side resized to int(size / crop_fraction), the long side '
-      'to keep the aspect ratio (rounded down), then the central size x '
-      'size square (offsets rounded)'
-    )
-  return spec
-
-
-def clip_spec(config: ml_collections.ConfigDict) -> dict | None:
-  """metadata.json's 'clip': which frames of a video a clip model takes."""
-  clip = pipeline.clip_config(config)
-  if clip is None:
-    return None
-  return {
-    'segments': clip.segments,
-    'frames_per_segment': clip.frames_per_segment,
-    'frames': clip.length,
-    'eval_sampling': 'segment_centres',
-    'short': clip.short,
-    'description': (
-      'N frames (a video shorter than segments * frames_per_segment is '
-      'looped whole to M = N * ceil(U*V / N) frames), t = (M - V + 1) / U: '
-      'segment u starts at floor(t / 2 + u * t) and gives V consecutive '
-      'frames, indices modulo N; each frame is then preprocessed'
-    ),
   }
 
 
@@ -282,8 +201,8 @@ def build_metadata(
   """
   num_classes = config.data.num_classes
   lead = exported_lib.BATCH_DIM if batch['polymorphic'] else batch['size']
-  shape = [lead, *example_shape(config)]
-  clip = clip_spec(config)
+  shape = [lead, *export_common.example_shape(config)]
+  clip = export_common.clip_spec(config)
   return {
     'format': exported_lib.FORMAT,
     'format_version': exported_lib.FORMAT_VERSION,
@@ -300,7 +219,7 @@ def build_metadata(
     },
     'output': {'shape': [lead, num_classes], 'dtype': 'float32'},
     'batch': batch,
-    'preprocess': preprocess_spec(config),
+    'preprocess': export_common.preprocess_spec(config),
     'clip': clip,
     'platforms': list(exp.platforms),
     'versions': {
@@ -321,14 +240,6 @@ def _max_abs_diff(exp, fn, shape: Sequence[int], batch: dict) -> float:
   got = jax.jit(exp.call)(images)
   want = jax.jit(fn)(images)
   return float(jnp.max(jnp.abs(got - want)))
-
-
-def _check_diff(diff: float, tolerance: float, what: str) -> None:
-  if not diff <= tolerance:  # NaN fails too.
-    raise RuntimeError(
-      f'{what} differs from the model by {diff:.3g} (over {tolerance}) on '
-      f'{jax.export.default_export_platform()}; nothing was written.'
-    )
 
 
 def _write(out_dir: str, files: dict[str, bytes], metadata: dict) -> str:
@@ -395,8 +306,10 @@ def export_variables(
     from ferjax import export_onnx as export_onnx_lib  # noqa: PLC0415
 
     export_onnx_lib.require_onnx(verify)
-  fn = logits_function(export_model(config), variables)
-  shape = example_shape(config)
+  fn = export_common.logits_function(
+    export_common.export_model(config), variables
+  )
+  shape = export_common.example_shape(config)
   exp, batch = export_logits(
     fn,
     shape,
@@ -410,7 +323,7 @@ def export_variables(
   if verify and here in platforms:
     reloaded = jax.export.deserialize(bytearray(files[exported_lib.MODEL_FILE]))
     diff = _max_abs_diff(reloaded, fn, shape, batch)
-    _check_diff(diff, TOLERANCE, 'the exported function')
+    export_common.check_diff(diff, TOLERANCE, 'the exported function')
     metadata['check'] = {'platform': here, 'max_abs_diff': diff}
   if onnx:
     model, onnx_batch = export_onnx_lib.onnx_model(

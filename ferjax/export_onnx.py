@@ -30,7 +30,7 @@ import numpy as np
 from absl import logging
 
 from ferjax import checkpointing
-from ferjax import export as export_lib
+from ferjax import export_common
 from ferjax import exported as exported_lib
 
 ONNX_OPSET = 23
@@ -211,7 +211,9 @@ def onnx_record(model, batch: dict, shape, fn, verify: bool) -> dict:
   }
   if verify:
     diff = _onnx_max_abs_diff(model, fn, shape, batch)
-    export_lib._check_diff(diff, ONNX_TOLERANCE, 'the ONNX model (onnxruntime)')
+    export_common.check_diff(
+      diff, ONNX_TOLERANCE, 'the ONNX model (onnxruntime)'
+    )
     record['check'] = {
       'runtime': 'onnxruntime ' + importlib_metadata.version('onnxruntime'),
       'max_abs_diff': diff,
@@ -231,7 +233,7 @@ def export_onnx(
 
   The function `export_run` exports: input 'images', uint8 (b, H, W, 3) or
   (b, T, H, W, 3) RGB, output 'logits', float32 (b, C), the weights inside
-  the file; the caller preprocesses as `preprocess_spec` says. The module
+  the file; the caller preprocesses as `export_common.preprocess_spec` says. The module
   docstring lists the models checked.
 
   Args:
@@ -259,8 +261,10 @@ def export_onnx(
     )
   require_onnx(verify)
   config, variables = checkpointing.load_run(workdir)
-  fn = export_lib.logits_function(export_lib.export_model(config), variables)
-  shape = export_lib.example_shape(config)
+  fn = export_common.logits_function(
+    export_common.export_model(config), variables
+  )
+  shape = export_common.example_shape(config)
   model, batch = onnx_model(
     fn,
     shape,
@@ -270,7 +274,9 @@ def export_onnx(
   )
   if verify:
     diff = _onnx_max_abs_diff(model, fn, shape, batch)
-    export_lib._check_diff(diff, ONNX_TOLERANCE, 'the ONNX model (onnxruntime)')
+    export_common.check_diff(
+      diff, ONNX_TOLERANCE, 'the ONNX model (onnxruntime)'
+    )
   parent = os.path.dirname(out_path)
   os.makedirs(parent, exist_ok=True)
   fd, tmp = tempfile.mkstemp(

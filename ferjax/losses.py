@@ -4,9 +4,12 @@ Each registered loss has the signature
   loss_fn(outputs, labels, **fields) -> (scalar loss, dict of scalar metrics)
 where `outputs` is the dict a ferjax model returns, `labels` are integer
 labels (B,) or per-class target distributions (B, C), and `fields` come from
-`config.loss` (minus its name). The train step picks one by name.
+`config.loss` (minus its name). The train step picks one by name
+(`bind`); `config.loss.name='auto'` is the loss of the model's spec.
 """
 
+import functools
+import inspect
 import sys
 from collections.abc import Callable
 
@@ -31,6 +34,25 @@ def get_loss(name: str) -> Callable:
       f'config.loss.name={name!r}; known losses: {", ".join(sorted(_LOSSES))}.'
     )
   return _LOSSES[name]
+
+
+def bind(name: str, **fields) -> Callable:
+  """Loss `name` with its `config.loss` fields: (outputs, labels) -> ...
+
+  Raises:
+    ValueError: an unknown loss, or fields it does not take (e.g. MA-Net's
+      `beta` left in `config.loss` when another model's loss is used).
+  """
+  fn = get_loss(name)
+  accepted = list(inspect.signature(fn).parameters)[2:]
+  unknown = sorted(set(fields) - set(accepted))
+  if unknown:
+    raise ValueError(
+      f'config.loss has {", ".join(unknown)}, which loss {name!r} does not '
+      f'take (it takes {", ".join(accepted) or "nothing"}); set '
+      'config.loss.name to the loss these fields belong to.'
+    )
+  return functools.partial(fn, **fields)
 
 
 def softmax_cross_entropy(

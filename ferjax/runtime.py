@@ -1,4 +1,6 @@
-"""Process-wide JAX settings that the command-line entry points share.
+"""Process-wide settings that the command-line entry points share.
+
+`Preemption` turns SIGTERM into a request to checkpoint and stop cleanly.
 
 `enable_compilation_cache` turns on XLA's persistent compilation cache, so
 that a rerun, a resumed run or the next seed of a sweep loads its compiled
@@ -9,12 +11,41 @@ version and the devices, so a stale entry is never used.
 """
 
 import os
+import signal
 import sys
 
 import jax
 from absl import logging
 
 HUGE_PAGES = 'glibc.malloc.hugetlb=1'
+
+
+class Preemption:
+  """Turns SIGTERM into a request to checkpoint and stop cleanly.
+
+  Within `with Preemption() as p:`, `p.requested` becomes True when the
+  process receives SIGTERM (TPU and cloud preemption send it); the previous
+  handler comes back on exit.
+  """
+
+  def __init__(self):
+    self.requested = False
+    self._previous = None
+
+  def __enter__(self):
+    try:
+      self._previous = signal.signal(signal.SIGTERM, self._handle)
+    except ValueError:  # Not the main thread: leave signals alone.
+      self._previous = None
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.requested = True
+
+  def __exit__(self, *exc):
+    if self._previous is not None:
+      signal.signal(signal.SIGTERM, self._previous)
 
 
 def cache_root(*parts: str) -> str:

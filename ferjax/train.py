@@ -11,8 +11,6 @@ import dataclasses
 import functools
 import json
 import os
-import signal
-import tempfile
 from typing import Any
 
 import flax
@@ -29,6 +27,7 @@ from ferjax import labels as labels_lib
 from ferjax import losses
 from ferjax import models
 from ferjax import optim
+from ferjax import runtime
 from ferjax import sharding
 from ferjax import viz
 from ferjax import writers
@@ -51,54 +50,6 @@ class TrainState:
     return {'params': self.params, **self.model_state}
 
 
-# Backends whose matrix units run bfloat16 at full rate.
-BF16_BACKENDS = ('gpu', 'cuda', 'rocm', 'tpu')
-
-
-def compute_dtype(name: str, backend: str | None = None) -> jnp.dtype:
-  """`config.model.dtype` as a dtype; 'auto' picks one for the backend.
-
-  'auto' is bfloat16 on GPUs and TPUs (parameters, optimizer state, losses
-  and metrics stay float32: mixed precision with f32 master weights) and
-  float32 on CPUs, where bfloat16 gains little (docs/performance.md) and
-  float32 keeps results comparable with the PyTorch references.
-  """
-  if name == 'auto':
-    backend = backend or jax.default_backend()
-    name = 'bfloat16' if backend in BF16_BACKENDS else 'float32'
-  try:
-    return jnp.dtype(name)
-  except TypeError as e:
-    raise ValueError(
-      f"config.model.dtype={name!r}; use 'auto', 'bfloat16' or 'float32'."
-    ) from e
-
-
-def _model_fields(config: ml_collections.ConfigDict) -> tuple[str, dict]:
-  """The model's registry name and its fields, num_classes included."""
-  fields = config.model.to_dict()
-  name = fields.pop('name')
-  if 'dtype' in fields:  # Compute dtype by name, e.g. 'bfloat16' or 'auto'.
-    fields['dtype'] = compute_dtype(fields['dtype'])
-  return name, {**fields, 'num_classes': config.data.num_classes}
-
-
-def create_model(config: ml_collections.ConfigDict):
-  name, fields = _model_fields(config)
-  return models.get_model(name, **fields)
-
-
-def model_input_shape(config: ml_collections.ConfigDict) -> tuple[int, ...]:
-  """One example's model input: (1, U*V, S, S, 3) for clips, else (1, S, S, 3).
-
-  S is `config.augment.size`; U*V the frames of a clip (`config.clip`).
-  """
-  size = config.augment.size
-  clip = pipeline.clip_config(config)
-  frames = (clip.length,) if clip else ()
-  return (1, *frames, size, size, 3)
-
-
 def init_state(
   rng,
   *,
@@ -109,7 +60,7 @@ def init_state(
 ) -> TrainState:
   """A fresh train state (pure; jitted with the state's shardings).
 
-  The model is initialised on zeros of `input_shape` (`model_input_shape`),
+  The model is initialised on zeros of `input_shape` (`models.input_shape`),
   or of (1, image_size, image_size, 3) when only `image_size` is given.
   """
   shape = input_shape or (1, image_size, image_size, 3)
@@ -196,24 +147,9 @@ def resolve_steps(
   return steps_per_epoch, int(round(config.num_epochs * steps_per_epoch))
 
 
-def prepare_workdir(workdir: str) -> str:
-  """Creates the workdir and proves it writable before any work starts."""
-  workdir = os.path.abspath(os.path.expanduser(workdir))
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    with tempfile.NamedTemporaryFile(dir=workdir):
-      pass
-  except OSError as e:
-    raise PermissionError(
-      f'--workdir={workdir} is not writable ({e.strerror}); pass a '
-      'directory you can write to.'
-    ) from e
-  return workdir
-
-
 def load_init_from(config, state: TrainState) -> TrainState:
   """`state` with params and model state from `config.init_from`."""
-  name, fields = _model_fields(config)
+  name, fields = models.model_fields(config)
   return checkpointing.load_pretrained(
     config.init_from,
     state,
@@ -264,29 +200,6 @@ class _Evaluator:
     return metrics
 
 
-class _Preemption:
-  """Turns SIGTERM into a request to checkpoint and stop cleanly."""
-
-  def __init__(self):
-    self.requested = False
-    self._previous = None
-
-  def __enter__(self):
-    try:
-      self._previous = signal.signal(signal.SIGTERM, self._handle)
-    except ValueError:  # Not the main thread: leave signals alone.
-      self._previous = None
-    return self
-
-  def _handle(self, signum, frame):
-    del signum, frame
-    self.requested = True
-
-  def __exit__(self, *exc):
-    if self._previous is not None:
-      signal.signal(signal.SIGTERM, self._previous)
-
-
 def _flush_train_metrics(pending, writer, progress) -> dict:
   """Averages per-step metrics since the last flush; stops on NaN/Inf."""
   host = jax.device_get([m for _, m in pending])
@@ -306,11 +219,6 @@ def _flush_train_metrics(pending, writer, progress) -> dict:
   writer.write(step, mean, extra_scalars={'train/img_per_sec': rate})
   pending.clear()
   return mean
-
-
-def _best_so_far(workdir: str, metric: str) -> float:
-  evals = [r for r in writers.read_metrics(workdir) if f'eval/{metric}' in r]
-  return max((r[f'eval/{metric}'] for r in evals), default=-np.inf)
 
 
 def _eval_record(metrics: dict) -> dict:
@@ -334,14 +242,6 @@ def _write_plots(save, *args) -> None:
     )
 
 
-def _write_results(workdir: str, results: dict) -> None:
-  if jax.process_index() == 0:
-    tmp = os.path.join(workdir, 'results.json.tmp')
-    with open(tmp, 'w') as f:
-      json.dump(results, f, indent=2)
-    os.replace(tmp, os.path.join(workdir, 'results.json'))
-
-
 @dataclasses.dataclass(frozen=True)
 class Trainable:
   """A config's model, optimizer, sharded initial state and jitted step."""
@@ -363,11 +263,11 @@ def build_trainable(
   init_rng: jax.Array,
 ) -> Trainable:
   """Everything the train loop (or a benchmark) needs besides data."""
-  model = create_model(config)
+  model = models.create_model(config)
   schedule = optim.make_schedule(config.schedule, steps_per_epoch, total_steps)
   tx = optim.make_optimizer(config.optimizer, schedule)
   init = functools.partial(
-    init_state, model=model, tx=tx, input_shape=model_input_shape(config)
+    init_state, model=model, tx=tx, input_shape=models.input_shape(config)
   )
   abstract = jax.eval_shape(init, init_rng)
   state_sharding = sharding.state_shardings(abstract, mesh, config.sharding)
@@ -406,7 +306,7 @@ class Setup:
 
   def __init__(self, config: ml_collections.ConfigDict, workdir: str):
     self.config = config
-    self.workdir = prepare_workdir(workdir)
+    self.workdir = writers.prepare_workdir(workdir)
     self.mesh = sharding.make_mesh(config.mesh)
     self.train_data, num_train = pipeline.train_dataset(config)
     self.steps_per_epoch, self.total_steps = resolve_steps(config, num_train)
@@ -464,12 +364,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   evaluator = _Evaluator(config, split, run.model, run.mesh, run.state_sharding)
   eval_every = max(1, round(config.eval_every_epochs * run.steps_per_epoch))
   best_metric = config.best_metric
-  best = _best_so_far(run.workdir, best_metric)
+  best = writers.best_so_far(run.workdir, best_metric)
   progress = writers.Progress(start, run.total_steps, config.batch_size)
   log_every = config.log_every_steps
   pending, last_eval = [], None
 
-  with _Preemption() as preemption:
+  with runtime.Preemption() as preemption:
     for step in range(start + 1, run.total_steps + 1):
       batch = sharding.global_batch(next(train_iter), data_sharding)
       state, metrics = step_fn(state, batch, run.train_rng)
@@ -514,29 +414,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     _write_plots(
       viz.save_eval_plots, run.workdir, last_eval, split, run.total_steps
     )
-  results = _summarise(run.workdir, best_metric, last_eval, run.total_steps)
-  _write_results(run.workdir, results)
+  results = writers.summarise(
+    run.workdir, best_metric, last_eval, run.total_steps
+  )
+  writers.write_results(run.workdir, results)
   _write_plots(viz.save_training_curves, run.workdir)
   return results
 
 
-def _summarise(workdir, best_metric, final, total_steps) -> dict:
-  evals = [r for r in writers.read_metrics(workdir) if 'eval/war' in r]
-  best = max(evals, key=lambda r: r[f'eval/{best_metric}'], default=None)
-  return {
-    'final': {'step': total_steps, **final},
-    'best': {
-      'step': best['step'] if best else total_steps,
-      'metric': best_metric,
-      'war': best['eval/war'] if best else final['war'],
-      'uar': best['eval/uar'] if best else final['uar'],
-    },
-  }
-
-
 def _loss_fn(config):
+  """`config.loss` as a function of (outputs, labels); 'auto' is the
+  model's own loss (its spec's)."""
   fields = config.loss.to_dict()
-  return functools.partial(losses.get_loss(fields.pop('name')), **fields)
+  del fields['name']
+  return losses.bind(models.loss_name(config), **fields)
 
 
 def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:

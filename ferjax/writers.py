@@ -1,4 +1,5 @@
-"""Run logs on process 0: metrics.jsonl, TensorBoard events, config.json.
+"""Run files on process 0: metrics.jsonl, TensorBoard events, config.json,
+results.json.
 
 metrics.jsonl holds one JSON object per line with the step and the values a
 run produces deterministically (losses, accuracies, learning rate, eval
@@ -11,6 +12,7 @@ import logging as std_logging
 import math
 import os
 import sys
+import tempfile
 import time
 
 import jax
@@ -20,6 +22,22 @@ import tqdm
 from absl import logging
 
 METRICS_FILE = 'metrics.jsonl'
+RESULTS_FILE = 'results.json'
+
+
+def prepare_workdir(workdir: str) -> str:
+  """Creates the workdir and proves it writable before any work starts."""
+  workdir = os.path.abspath(os.path.expanduser(workdir))
+  try:
+    os.makedirs(workdir, exist_ok=True)
+    with tempfile.NamedTemporaryFile(dir=workdir):
+      pass
+  except OSError as e:
+    raise PermissionError(
+      f'--workdir={workdir} is not writable ({e.strerror}); pass a '
+      'directory you can write to.'
+    ) from e
+  return workdir
 
 
 def read_metrics(workdir: str) -> list[dict]:
@@ -29,6 +47,36 @@ def read_metrics(workdir: str) -> list[dict]:
     return []
   with open(path) as f:
     return [json.loads(line) for line in f if line.strip()]
+
+
+def best_so_far(workdir: str, metric: str) -> float:
+  """The best `eval/<metric>` logged so far (-inf before any evaluation)."""
+  evals = [r for r in read_metrics(workdir) if f'eval/{metric}' in r]
+  return max((r[f'eval/{metric}'] for r in evals), default=-math.inf)
+
+
+def summarise(workdir, best_metric, final, total_steps) -> dict:
+  """results.json's contents: the final eval and the best logged one."""
+  evals = [r for r in read_metrics(workdir) if 'eval/war' in r]
+  best = max(evals, key=lambda r: r[f'eval/{best_metric}'], default=None)
+  return {
+    'final': {'step': total_steps, **final},
+    'best': {
+      'step': best['step'] if best else total_steps,
+      'metric': best_metric,
+      'war': best['eval/war'] if best else final['war'],
+      'uar': best['eval/uar'] if best else final['uar'],
+    },
+  }
+
+
+def write_results(workdir: str, results: dict) -> None:
+  """Writes results.json atomically, on process 0."""
+  if jax.process_index() == 0:
+    tmp = os.path.join(workdir, RESULTS_FILE + '.tmp')
+    with open(tmp, 'w') as f:
+      json.dump(results, f, indent=2)
+    os.replace(tmp, os.path.join(workdir, RESULTS_FILE))
 
 
 def _truncate(path: str, last_step: int) -> None:

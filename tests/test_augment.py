@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from ferjax.data import augment
+from ferjax.data import color
+from ferjax.data import geometry
 
 # Every random op off: the train transform is then a plain resize.
 _OFF = {
@@ -122,7 +124,7 @@ def test_sample_crop_statistics():
   areas, ratios = [], []
   rng = _rng()
   for _ in range(2000):
-    top, left, h, w = augment.sample_crop(height, width, rng, scale, ratio)
+    top, left, h, w = geometry.sample_crop(height, width, rng, scale, ratio)
     assert top >= 0 and top + h <= height
     assert left >= 0 and left + w <= width
     areas.append(h * w / (height * width))
@@ -139,9 +141,9 @@ def test_sample_crop_statistics():
 
 def test_sample_crop_falls_back_to_the_central_crop():
   # A 2:1 crop of the whole area never fits a 100x80 image.
-  box = augment.sample_crop(100, 80, _rng(), (1.0, 1.0), (2.0, 2.0))
+  box = geometry.sample_crop(100, 80, _rng(), (1.0, 1.0), (2.0, 2.0))
   assert box == (30, 0, 40, 80)
-  assert augment.sample_crop(64, 64, _rng(), (1.0, 1.0), (1.0, 1.0)) == (
+  assert geometry.sample_crop(64, 64, _rng(), (1.0, 1.0), (1.0, 1.0)) == (
     0,
     0,
     64,
@@ -151,7 +153,7 @@ def test_sample_crop_falls_back_to_the_central_crop():
 
 def test_rotation_by_90_degrees_turns_counter_clockwise():
   image = _image((40, 40, 3))
-  out = augment.resized_crop(image, (0, 0, 40, 40), 40, angle=90.0)
+  out = geometry.resized_crop(image, (0, 0, 40, 40), 40, angle=90.0)
   np.testing.assert_array_equal(out, np.rot90(image))
 
 
@@ -159,8 +161,8 @@ def test_warp_is_aligned_with_resize():
   # A near-zero angle takes the warp path; it must land on the same pixel
   # grid as the plain resize (fixed-point rounding aside).
   image = _image((48, 48))
-  warped = augment.resized_crop(image, (0, 0, 48, 48), 64, 1e-9, 'replicate')
-  resized = augment.resized_crop(image, (0, 0, 48, 48), 64, 0.0)
+  warped = geometry.resized_crop(image, (0, 0, 48, 48), 64, 1e-9, 'replicate')
+  resized = geometry.resized_crop(image, (0, 0, 48, 48), 64, 0.0)
   assert np.abs(warped.astype(int) - resized).max() <= 1
 
 
@@ -169,8 +171,8 @@ def test_strongly_shrinking_warp_averages_instead_of_aliasing():
   # by about 33 levels on average; the pre-shrunk warp stays close to it.
   image = _image((256, 256))
   box = (10, 20, 200, 180)
-  warped = augment.resized_crop(image, box, 64, 1e-9)
-  area = augment.resized_crop(image, box, 64, 0.0)
+  warped = geometry.resized_crop(image, box, 64, 1e-9)
+  area = geometry.resized_crop(image, box, 64, 0.0)
   assert np.abs(warped.astype(int) - area).mean() < 15
 
 
@@ -184,10 +186,10 @@ def test_rotation_changes_the_output():
 
 def test_brightness():
   image = _image((16, 16, 3))
-  np.testing.assert_array_equal(augment.adjust_brightness(image, 1.0), image)
+  np.testing.assert_array_equal(color.adjust_brightness(image, 1.0), image)
   half = np.clip(np.rint(image * 0.5), 0, 255).astype(np.uint8)
-  np.testing.assert_array_equal(augment.adjust_brightness(image, 0.5), half)
-  assert augment.adjust_brightness(image, 0.0).max() == 0
+  np.testing.assert_array_equal(color.adjust_brightness(image, 0.5), half)
+  assert color.adjust_brightness(image, 0.0).max() == 0
 
 
 def test_contrast():
@@ -202,32 +204,32 @@ def test_contrast():
     axis=-1,
   ).astype(np.uint8)
   luma = (image.astype(float) @ [0.299, 0.587, 0.114]).mean()
-  flat = augment.adjust_contrast(image, 0.0)
+  flat = color.adjust_contrast(image, 0.0)
   assert np.unique(flat).size == 1
   assert abs(int(flat[0, 0, 0]) - luma) <= 1
-  np.testing.assert_array_equal(augment.adjust_contrast(image, 1.0), image)
-  doubled = augment.adjust_contrast(image, 2.0).astype(int)
+  np.testing.assert_array_equal(color.adjust_contrast(image, 1.0), image)
+  doubled = color.adjust_contrast(image, 2.0).astype(int)
   expected = np.clip(2.0 * image - luma, 0, 255)
   assert np.abs(doubled - expected).max() <= 1
 
 
 def test_saturation():
   image = _image((16, 16, 3))
-  gray = augment.adjust_saturation(image, 0.0).astype(int)
+  gray = color.adjust_saturation(image, 0.0).astype(int)
   luma = image.astype(float) @ [0.299, 0.587, 0.114]
   for channel in range(3):
     assert np.abs(gray[..., channel] - luma).max() <= 1
-  np.testing.assert_array_equal(augment.adjust_saturation(image, 1.0), image)
+  np.testing.assert_array_equal(color.adjust_saturation(image, 1.0), image)
 
 
 def test_hue_shift_turns_the_colour_wheel():
   red = np.zeros((4, 4, 3), np.uint8)
   red[..., 0] = 255
-  green = augment.adjust_hue(red, 1 / 3)
-  blue = augment.adjust_hue(red, -1 / 3)
+  green = color.adjust_hue(red, 1 / 3)
+  blue = color.adjust_hue(red, -1 / 3)
   assert np.all(green[..., 1] >= 250) and np.all(green[..., [0, 2]] <= 8)
   assert np.all(blue[..., 2] >= 250) and np.all(blue[..., :2] <= 8)
-  np.testing.assert_array_equal(augment.adjust_hue(red, 0.0), red)
+  np.testing.assert_array_equal(color.adjust_hue(red, 0.0), red)
 
 
 def test_grayscale_prob_one_gives_gray():

@@ -10,6 +10,7 @@ import pytest
 from flax import traverse_util
 
 from ferjax import models
+from ferjax.layers import torch_nn
 from ferjax.models.backbones import convnext
 from tests import model_helpers
 
@@ -125,14 +126,14 @@ def test_forward_shapes_and_dtypes(tiny):
 
 def test_drop_path_function():
   x = jnp.ones((64, 3, 3, 2))
-  y = convnext.drop_path(x, 0.25, jax.random.key(0))
+  y = torch_nn.drop_path(x, 0.25, jax.random.key(0))
   per_sample = np.asarray(y).reshape(64, -1)
   # Whole samples are dropped or kept, and kept ones scaled by 1 / 0.75.
   assert set(np.unique(per_sample)) <= {0.0, np.float32(1 / 0.75)}
   assert (per_sample.min(1) == per_sample.max(1)).all()
   assert 0 < (per_sample[:, 0] == 0).sum() < 64
   np.testing.assert_array_equal(
-    y, convnext.drop_path(x, 0.25, jax.random.key(0))
+    y, torch_nn.drop_path(x, 0.25, jax.random.key(0))
   )
 
 

@@ -13,6 +13,7 @@ from ferjax import sharding
 from ferjax import train
 from ferjax.data import build
 from ferjax.data import datasets
+from ferjax.data import maps
 from ferjax.data import pipeline
 from tests.fake_data import IndexedSource
 
@@ -152,7 +153,7 @@ def test_class_balanced_index_is_split_over_processes_exactly():
   ds = (
     grain.MapDataset.range(len(labels))
     .repeat()
-    .map_with_index(pipeline.ClassBalancedIndex(labels, seed=3))
+    .map_with_index(maps.ClassBalancedIndex(labels, seed=3))
   )
   single = pipeline.Plan(8, 1, 0).take_process_batches(ds.batch(8))
   halves = [
@@ -163,7 +164,7 @@ def test_class_balanced_index_is_split_over_processes_exactly():
     np.testing.assert_array_equal(joined, single[b])
   # A different seed gives different draws.
   other = grain.MapDataset.range(100).map_with_index(
-    pipeline.ClassBalancedIndex(labels, seed=4)
+    maps.ClassBalancedIndex(labels, seed=4)
   )
   assert [other[i] for i in range(20)] != [ds[i] for i in range(20)]
 

@@ -15,8 +15,10 @@ import pytest
 
 from ferjax import checkpointing
 from ferjax import export
+from ferjax import export_common
 from ferjax import export_onnx
 from ferjax import exported
+from ferjax import models
 from ferjax import train
 from ferjax.data import augment
 from ferjax.data import clips
@@ -86,7 +88,7 @@ def test_loader_in_a_fresh_process_matches_the_model(
   subprocess.run(
     [sys.executable, '-c', script], cwd=REPO, check=True, timeout=120
   )
-  model = train.create_model(config)
+  model = models.create_model(config)
   want = model.apply(variables, images / 255.0, train=False)['logits']
   np.testing.assert_allclose(np.load(tmp_path / 'one.npy'), want[:1], atol=1e-5)
   np.testing.assert_allclose(np.load(tmp_path / 'five.npy'), want, atol=1e-5)
@@ -133,7 +135,7 @@ def test_preprocess_matches_eval_transform(mode):
 
   config = demo.get_config('smoke')
   config.augment.eval_resize = mode
-  spec = export.preprocess_spec(config)
+  spec = export_common.preprocess_spec(config)
   rng = np.random.default_rng(1)
   for shape in [(48, 40, 3), (20, 30, 3), (32, 32, 3), (50, 70), (64, 64, 1)]:
     image = rng.integers(0, 256, shape, dtype=np.uint8)
@@ -158,9 +160,9 @@ def test_clip_preprocess_matches_eval_clip():
   meta = {
     'model': 'gcsa',
     'class_names': ['a', 'b'],
-    'input': {'shape': ['b', *export.example_shape(config)]},
-    'preprocess': export.preprocess_spec(config),
-    'clip': export.clip_spec(config),
+    'input': {'shape': ['b', *export_common.example_shape(config)]},
+    'preprocess': export_common.preprocess_spec(config),
+    'clip': export_common.clip_spec(config),
   }
   unused = types.SimpleNamespace(call=lambda images: images)  # Not run.
   model = exported.ExportedModel(unused, meta)
@@ -177,11 +179,11 @@ def test_clip_metadata_names_the_sampling():
   from configs import gcsa_dfew
 
   config = gcsa_dfew.get_config('smoke')
-  spec = export.clip_spec(config)
+  spec = export_common.clip_spec(config)
   assert spec['segments'] == config.clip.segments
   assert spec['frames_per_segment'] == config.clip.frames_per_segment
   assert spec['eval_sampling'] == 'segment_centres'
-  assert export.example_shape(config) == (spec['frames'], 32, 32, 3)
+  assert export_common.example_shape(config) == (spec['frames'], 32, 32, 3)
 
 
 def _toy_fn(x):
@@ -332,7 +334,7 @@ def test_onnx_export_matches_the_model(trained, tmp_path):
   single = export_onnx.export_onnx(workdir, tmp_path / 'model.onnx')
   config, variables = checkpointing.load_run(workdir)
   images = _images(3, config.augment.size, seed=2)
-  want = train.create_model(config).apply(
+  want = models.create_model(config).apply(
     variables, images / 255.0, train=False
   )['logits']
   for path in (os.path.join(out, meta['file']), single):
@@ -357,8 +359,8 @@ def test_exports_compute_in_float32_unless_told(monkeypatch):
 
   config = demo.get_config('smoke')
   monkeypatch.setattr(jax, 'default_backend', lambda: 'gpu')
-  assert train.create_model(config).dtype == jnp.bfloat16
-  assert export.export_model(config).dtype == jnp.float32
+  assert models.create_model(config).dtype == jnp.bfloat16
+  assert export_common.export_model(config).dtype == jnp.float32
   assert config.model.dtype == 'auto'  # The run's config is left alone.
   config.model.dtype = 'bfloat16'
-  assert export.export_model(config).dtype == jnp.bfloat16
+  assert export_common.export_model(config).dtype == jnp.bfloat16

@@ -53,7 +53,7 @@ def test_config_loads_and_locks(name, arg):
     config.model.no_such_field = 1
   assert config.model.name == 'manet'
   assert config.model.direction == 'same'
-  assert config.loss.name == 'manet'
+  assert models.loss_name(config) == 'manet'
   assert config.model.beta == config.loss.beta == 0.6
   assert config.loss.label_smoothing == 0
   assert config.init_from == ''

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 from configs import mfer_common
+from ferjax import models
 from ferjax.data import datasets
 from tests import config_helpers
 
@@ -48,7 +49,9 @@ def test_full_config_is_the_released_recipe(name):
     True,
   )
   np.testing.assert_allclose(model.pixel_mean, (0.485, 0.456, 0.406))
-  assert config.loss.name == 'mfer' and config.loss.label_smoothing == 0.1
+  assert (
+    models.loss_name(config) == 'mfer' and config.loss.label_smoothing == 0.1
+  )
   assert (config.loss.dsf, config.loss.dsf_weight) == ('lgm', 1e-3)
   opt, sched = config.optimizer, config.schedule
   assert (opt.name, opt.weight_decay, opt.weight_decay_on) == (

@@ -18,9 +18,9 @@ from ferjax import checkpointing
 from ferjax import models
 from ferjax import train
 from ferjax import weights
+from ferjax.layers import torch_nn
 from ferjax.models.backbones import convnext
-from ferjax.models.backbones import resnet
-from ferjax.weights import convnext as convnext_weights
+from ferjax.weights import mfer as mfer_weights
 from ferjax.weights import torch_convert
 from tests.test_convnext import random_variables
 
@@ -57,8 +57,8 @@ def _images(size: int = 64):
 
 
 def _torch_input(images):
-  mean = np.asarray(resnet.IMAGENET_MEAN, np.float32)
-  std = np.asarray(resnet.IMAGENET_STD, np.float32)
+  mean = np.asarray(torch_nn.IMAGENET_MEAN, np.float32)
+  std = np.asarray(torch_nn.IMAGENET_STD, np.float32)
   return torch.from_numpy(((images - mean) / std).transpose(0, 3, 1, 2))
 
 
@@ -101,7 +101,7 @@ def test_mfer_logits_match_torch(mfer_models, variant):
 
 def test_mfer_report(mfer_models):
   state_dict = _numpy(mfer_models['default'])
-  _, report = convnext_weights.convert(state_dict, num_classes=7, **TINY)
+  _, report = mfer_weights.convert(state_dict, num_classes=7, **TINY)
   assert report.source == 'mfer'
   assert report.unused == ()
   assert report.initialised == ('dsf_centers',)
@@ -109,7 +109,7 @@ def test_mfer_report(mfer_models):
 
   # The official script saves the model without the Msc heads.
   trunk = {k: v for k, v in state_dict.items() if not k.startswith('msc.')}
-  variables, report = convnext_weights.convert(trunk, num_classes=7, **TINY)
+  variables, report = mfer_weights.convert(trunk, num_classes=7, **TINY)
   assert report.initialised == ('dsf_centers', 'msc_0', 'msc_1', 'msc_2')
   np.testing.assert_array_equal(
     variables['params']['stages_3_1']['attn']['kernel'],
@@ -119,9 +119,7 @@ def test_mfer_report(mfer_models):
 
 def test_heads_of_another_size_are_reinitialised(mfer_models):
   state_dict = _numpy(mfer_models['default'])
-  variables, report = convnext_weights.convert(
-    state_dict, num_classes=5, **TINY
-  )
+  variables, report = mfer_weights.convert(state_dict, num_classes=5, **TINY)
   assert report.heads_reinitialised
   assert 'heads fc2 had another class count; re-initialised' in report.summary()
   assert set(report.unused) == {
@@ -161,7 +159,7 @@ def test_convnext_22k_head(in22k_model):
 
 def test_mfer_from_convnext(in22k_model):
   state_dict = _numpy(in22k_model)
-  variables, report = convnext_weights.convert(state_dict, **TINY)
+  variables, report = mfer_weights.convert(state_dict, **TINY)
   assert report.source == 'convnext'
   assert report.unused == ('head.bias', 'head.weight')
   assert report.initialised == (

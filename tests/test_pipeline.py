@@ -13,8 +13,10 @@ import numpy as np
 import optax
 import pytest
 
+from ferjax import models
 from ferjax import train
 from ferjax.data import clips
+from ferjax.data import maps
 from ferjax.data import pipeline
 from tests.fake_data import IndexedSource
 
@@ -76,7 +78,7 @@ def test_process_shards_assemble_the_single_process_batch(smoke_config):
     grain.MapDataset.source(src)
     .shuffle(seed=0)
     .repeat()
-    .random_map(pipeline.TrainMap(aug), seed=1)
+    .random_map(maps.TrainMap(aug), seed=1)
   )
 
   def batches(processes, index):
@@ -202,7 +204,7 @@ def test_clip_process_shards_assemble_the_single_process_batch(smoke_config):
   config = _clip_config(smoke_config)
   config.augment.brightness = 0.4
   src = ClipSource(_lengths(40, seed=2))
-  train_map = pipeline.TrainMap(
+  train_map = maps.TrainMap(
     pipeline.augment_config(config), clip=pipeline.clip_config(config)
   )
   ds = (
@@ -300,9 +302,9 @@ def test_clip_config_on_an_image_dataset_is_refused(smoke_config):
 
 def test_model_input_shape_follows_the_clip_config(smoke_config):
   config = _config(smoke_config)
-  assert train.model_input_shape(config) == (1, 8, 8, 3)
+  assert models.input_shape(config) == (1, 8, 8, 3)
   config = _clip_config(smoke_config)
-  assert train.model_input_shape(config) == (1, 8, 8, 8, 3)
+  assert models.input_shape(config) == (1, 8, 8, 8, 3)
 
   class FrameMean(nn.Module):
     @nn.compact
@@ -313,6 +315,6 @@ def test_model_input_shape_follows_the_clip_config(smoke_config):
     jax.random.key(0),
     model=FrameMean(),
     tx=optax.sgd(0.1),
-    input_shape=train.model_input_shape(config),
+    input_shape=models.input_shape(config),
   )
   assert state.params['Dense_0']['kernel'].shape == (3, 7)

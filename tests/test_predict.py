@@ -20,11 +20,14 @@ from PIL import Image
 
 import ferjax
 from ferjax import checkpointing
-from ferjax import detect
 from ferjax import labels
+from ferjax import models
 from ferjax import predict
 from ferjax import train
 from ferjax.data import augment
+from ferjax.predict import __main__ as predict_cli
+from ferjax.predict import detect
+from ferjax.predict import predictor as predictor_lib
 from ferjax.weights import saved
 from tfds_builders.synthetic_fer import render
 
@@ -56,7 +59,7 @@ def run_dir(tmp_path_factory, smoke_data_dir):
 def reference(run_dir):
   """(config, model, variables) of the run, loaded apart from the predictor."""
   config, variables = checkpointing.load_run(run_dir)
-  return config, train.create_model(config), variables
+  return config, models.create_model(config), variables
 
 
 @pytest.fixture(scope='module')
@@ -396,8 +399,8 @@ def test_clip_model_without_any_face(tmp_path):
 
 def test_forward_pass_traces_once(predictor, monkeypatch):
   chex.clear_trace_counter()
-  counted = chex.assert_max_traces(predict._probabilities, n=1)
-  monkeypatch.setattr(predict, '_probabilities', counted)
+  counted = chex.assert_max_traces(predictor_lib._probabilities, n=1)
+  monkeypatch.setattr(predictor_lib, '_probabilities', counted)
   p = predict.Predictor(
     predictor.model,
     predictor._variables,
@@ -433,8 +436,9 @@ def test_from_weights_matches_from_workdir(predictor, reference, tmp_path):
     predict.Predictor.from_weights('resnet18', out, image_size=32, width=8)
   with pytest.raises(FileNotFoundError, match='neither a weights directory'):
     predict.Predictor.from_weights('resnet18', str(tmp_path / 'nothing'))
-  with pytest.raises(ValueError, match='pass image_size'):
-    predict.Predictor.from_weights('resnet18', out)
+  # Without image_size, the model spec's input size.
+  default = predict.Predictor.from_weights('resnet18', out, detector=None)
+  assert default.augment.size == models.get_spec('resnet18').input_size
 
 
 def _stub_viz(monkeypatch) -> list:
@@ -492,7 +496,8 @@ def test_cli_writes_csv_and_json(run_dir, predictor, tmp_path, monkeypatch):
   csv = tmp_path / 'out.csv'
   missing = str(tmp_path / 'missing.png')
   assert (
-    predict.main(['--workdir', run_dir, path, missing, '--out', str(csv)]) == 0
+    predict_cli.main(['--workdir', run_dir, path, missing, '--out', str(csv)])
+    == 0
   )
   table = pd.read_csv(csv)
   assert list(table.columns) == COLUMNS and len(table) == 2
@@ -504,7 +509,7 @@ def test_cli_writes_csv_and_json(run_dir, predictor, tmp_path, monkeypatch):
     classmethod(lambda cls, *a, **k: predictor),
   )
   out = tmp_path / 'out.json'
-  assert predict.main(['--workdir', run_dir, path, '--out', str(out)]) == 0
+  assert predict_cli.main(['--workdir', run_dir, path, '--out', str(out)]) == 0
   records = json.loads(out.read_text())
   assert list(records[0]) == COLUMNS and records[0]['error'] is None
   assert records[0]['label'] in NAMES
@@ -513,7 +518,9 @@ def test_cli_writes_csv_and_json(run_dir, predictor, tmp_path, monkeypatch):
 def test_cli_exit_codes(run_dir, predictor, tmp_path, monkeypatch, capsys):
   missing = str(tmp_path / 'missing.png')
   out = str(tmp_path / 'out.csv')
-  assert predict.main(['--workdir', str(tmp_path), missing, '--out', out]) == 2
+  assert (
+    predict_cli.main(['--workdir', str(tmp_path), missing, '--out', out]) == 2
+  )
   assert 'not a ferjax workdir' in capsys.readouterr().err
   for argv in (
     [missing],  # Neither --workdir nor --weights.
@@ -521,12 +528,12 @@ def test_cli_exit_codes(run_dir, predictor, tmp_path, monkeypatch, capsys):
     ['--weights', str(tmp_path), missing],  # No --model.
   ):
     with pytest.raises(SystemExit) as exit_:
-      predict.main(argv)
+      predict_cli.main(argv)
     assert exit_.value.code == 2
   monkeypatch.setattr(
     predict.Predictor,
     'from_workdir',
     classmethod(lambda cls, *a, **k: predictor),
   )
-  assert predict.main(['--workdir', run_dir, missing, '--out', out]) == 1
+  assert predict_cli.main(['--workdir', run_dir, missing, '--out', out]) == 1
   assert '1 inputs: 0 predictions, 1 errors' in capsys.readouterr().err

@@ -15,7 +15,6 @@ import jax.numpy as jnp
 import pytest
 
 from ferjax import models
-from ferjax import train
 from ferjax.models.backbones import irse
 
 TINY_CONVNEXT = {'depths': (2, 1, 2, 1), 'dims': (8, 16, 32, 64)}
@@ -177,4 +176,4 @@ def test_remat_lowers_compiled_train_step_memory():
 def test_remat_is_a_config_field(config_name):
   config = importlib.import_module(f'configs.{config_name}').get_config()
   assert config.model.remat is False
-  assert train.create_model(config).remat is False
+  assert models.create_model(config).remat is False

@@ -10,6 +10,7 @@ import pytest
 from flax import linen as nn
 
 from ferjax import models
+from ferjax.layers import torch_nn
 from ferjax.models.backbones import resnet
 
 
@@ -183,10 +184,10 @@ def test_zero_init_residual(tiny):
 def test_pixel_normalisation(tiny):
   model, images, variables = tiny
   normed = model.clone(
-    pixel_mean=resnet.IMAGENET_MEAN, pixel_std=resnet.IMAGENET_STD
+    pixel_mean=torch_nn.IMAGENET_MEAN, pixel_std=torch_nn.IMAGENET_STD
   )
-  shifted = (images - jnp.asarray(resnet.IMAGENET_MEAN)) / jnp.asarray(
-    resnet.IMAGENET_STD
+  shifted = (images - jnp.asarray(torch_nn.IMAGENET_MEAN)) / jnp.asarray(
+    torch_nn.IMAGENET_STD
   )
   np.testing.assert_allclose(
     _apply(normed, variables, images)['logits'],
@@ -216,4 +217,8 @@ def test_registry():
   with pytest.raises(ValueError, match=r'unknown_net.*resnet18.*resnet34'):
     models.get_model('unknown_net')
   with pytest.raises(ValueError, match='already registered'):
-    models.register('resnet18')(functools.partial(resnet.ResNet, depth=34))
+    models.register(
+      models.ModelSpec(
+        'resnet18', functools.partial(resnet.ResNet, depth=34), input_size=224
+      )
+    )

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from ferjax import checkpointing
+from ferjax import models
 from ferjax import train
 from ferjax import writers
 from ferjax.data import pipeline
@@ -169,7 +170,7 @@ def test_load_run_gives_the_config_and_best_variables(trained, tmp_path):
     variables['params']['fc']['kernel'], best['params']['fc']['kernel']
   )
   assert 'batch_stats' in variables
-  model = train.create_model(loaded_config)
+  model = models.create_model(loaded_config)
   images = np.zeros((2, 32, 32, 3), np.float32)
   assert model.apply(variables, images)['logits'].shape == (2, 7)
   # A run saved on 8 devices loads on 1 (a laptop after a pod run).
@@ -208,12 +209,12 @@ def test_load_run_gives_the_config_and_best_variables(trained, tmp_path):
   ],
 )
 def test_compute_dtype_auto_is_bf16_on_accelerators(name, backend, expected):
-  assert train.compute_dtype(name, backend) == np.dtype(expected)
+  assert models.compute_dtype(name, backend) == np.dtype(expected)
 
 
 def test_unknown_compute_dtype_names_the_field():
   with pytest.raises(ValueError, match='config.model.dtype=.*bf32'):
-    train.compute_dtype('bf32')
+    models.compute_dtype('bf32')
 
 
 def test_bf16_step_keeps_float32_master_weights(smoke_config):

@@ -10,7 +10,8 @@ three channels after the geometric step, which runs on one channel.
 The train ops follow torchvision's RandomResizedCrop, RandomRotation,
 RandomHorizontalFlip, RandAugment (`ferjax.data.randaugment`), ColorJitter,
 RandomGrayscale and RandomErasing, in that order. Crop, rotation and resize
-are one `cv2.warpAffine` (or one `cv2.resize` when there is no rotation); see
+are one `cv2.warpAffine`, or one `cv2.resize` when there is no rotation
+(`ferjax.data.geometry`), and the colour ops are `ferjax.data.color`'s; see
 `default_config` for the fields and where they differ from torchvision.
 
 Parse a config once with `parse_config` and pass the result to
@@ -29,23 +30,19 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
+from ferjax.data import color
+from ferjax.data import geometry
+from ferjax.data import randaugment
 from ferjax.data.augment_config import AugmentConfig
 from ferjax.data.augment_config import Config
 from ferjax.data.augment_config import default_config
 from ferjax.data.augment_config import parse_config
+from ferjax.data.geometry import Box
 
 __all__ = [
   'AugmentConfig',
   'default_config',
   'parse_config',
-  'sample_crop',
-  'crop_matrix',
-  'resized_crop',
-  'to_grayscale',
-  'adjust_brightness',
-  'adjust_contrast',
-  'adjust_saturation',
-  'adjust_hue',
   'sample_color_jitter',
   'sample_erase',
   'erase',
@@ -56,233 +53,14 @@ __all__ = [
   'eval_transform',
 ]
 
-# (top, left, height, width) of a box in an image, in pixels.
-Box = tuple[int, int, int, int]
-
-_BORDERS = {
-  'constant': cv2.BORDER_CONSTANT,
-  'reflect': cv2.BORDER_REFLECT_101,
-  'replicate': cv2.BORDER_REPLICATE,
-}
-# torchvision's number of tries before RandomResizedCrop / RandomErasing give
-# up and fall back.
-_ATTEMPTS = 10
-# Bilinear sampling skips source pixels once the warp shrinks by 2x or more and
-# aliases; from there the sampled window is first area-averaged down.
-_PRESHRINK_FACTOR = 2.0
-
-
-def sample_crop(
-  height: int,
-  width: int,
-  rng: np.random.Generator,
-  scale: tuple[float, float],
-  ratio: tuple[float, float],
-) -> Box:
-  """Samples a RandomResizedCrop box, as torchvision's `get_params`.
-
-  Args:
-    height: image height in pixels.
-    width: image width in pixels.
-    rng: source of randomness.
-    scale: (min, max) fraction of the image area.
-    ratio: (min, max) width / height, sampled log-uniformly.
-
-  Returns:
-    (top, left, height, width) of the crop. After ten boxes that do not fit,
-    the central crop of the whole image clamped to `ratio`.
-  """
-  area = height * width
-  log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-  for _ in range(_ATTEMPTS):
-    target = area * rng.uniform(scale[0], scale[1])
-    aspect = math.exp(rng.uniform(log_ratio[0], log_ratio[1]))
-    w = round(math.sqrt(target * aspect))
-    h = round(math.sqrt(target / aspect))
-    if 0 < w <= width and 0 < h <= height:
-      top = int(rng.integers(0, height - h + 1))
-      left = int(rng.integers(0, width - w + 1))
-      return top, left, h, w
-  in_ratio = width / height
-  if in_ratio < ratio[0]:
-    w, h = width, min(height, max(1, round(width / ratio[0])))
-  elif in_ratio > ratio[1]:
-    w, h = min(width, max(1, round(height * ratio[1]))), height
-  else:
-    w, h = width, height
-  return (height - h) // 2, (width - w) // 2, h, w
-
-
-def _interpolation(src_w: int, src_h: int, dst_w: int, dst_h: int) -> int:
-  # Area averaging when shrinking (PIL-like antialiasing), bilinear otherwise.
-  if dst_w <= src_w and dst_h <= src_h:
-    return cv2.INTER_AREA
-  return cv2.INTER_LINEAR
-
-
-def crop_matrix(box: Box, size: int, angle: float = 0.0) -> np.ndarray:
-  """Returns the 3x3 affine map from image to output pixel coordinates.
-
-  The crop `box` is resized to `size` x `size` with pixel centres aligned as in
-  `cv2.resize`, then rotated by `angle` degrees counter-clockwise about the
-  output centre.
-
-  Args:
-    box: (top, left, height, width) of the crop.
-    size: output side in pixels.
-    angle: rotation in degrees, counter-clockwise positive.
-
-  Returns:
-    A float64 (3, 3) matrix acting on homogeneous (x, y, 1) columns.
-  """
-  top, left, h, w = box
-  sx, sy = size / w, size / h
-  m = np.array(
-    [
-      [sx, 0.0, (0.5 - left) * sx - 0.5],
-      [0.0, sy, (0.5 - top) * sy - 0.5],
-      [0.0, 0.0, 1.0],
-    ]
-  )
-  if angle:
-    c = (size - 1) / 2
-    r = np.eye(3)
-    r[:2] = cv2.getRotationMatrix2D((c, c), angle, 1.0)
-    m = r @ m
-  return m
-
-
-def _preshrink(
-  image: np.ndarray, m: np.ndarray, size: int, factor: float
-) -> tuple[np.ndarray, np.ndarray]:
-  """Area-averages the window the warp samples, returning it and the new map."""
-  height, width = image.shape[:2]
-  edge = size - 0.5
-  corners = np.array(
-    [[-0.5, edge, -0.5, edge], [-0.5, -0.5, edge, edge], [1, 1, 1, 1]]
-  )
-  xs, ys, _ = np.linalg.inv(m) @ corners
-  # A margin of one shrunk pixel keeps bilinear taps off the window's edge.
-  pad = math.ceil(factor) + 1
-  x0 = max(0, math.floor(xs.min()) - pad)
-  x1 = min(width, math.ceil(xs.max()) + pad + 1)
-  y0 = max(0, math.floor(ys.min()) - pad)
-  y1 = min(height, math.ceil(ys.max()) + pad + 1)
-  if x1 <= x0 or y1 <= y0:
-    return image, m
-  nw = max(1, round((x1 - x0) / factor))
-  nh = max(1, round((y1 - y0) / factor))
-  small = cv2.resize(
-    image[y0:y1, x0:x1], (nw, nh), interpolation=cv2.INTER_AREA
-  )
-  fx, fy = (x1 - x0) / nw, (y1 - y0) / nh
-  # Pixel u of `small` is centred at x0 + (u + 0.5) * fx - 0.5 in `image`.
-  p = np.array(
-    [
-      [fx, 0.0, x0 + 0.5 * fx - 0.5],
-      [0.0, fy, y0 + 0.5 * fy - 0.5],
-      [0.0, 0.0, 1.0],
-    ]
-  )
-  return small, m @ p
-
-
-def resized_crop(
-  image: np.ndarray,
-  box: Box,
-  size: int,
-  angle: float = 0.0,
-  border: str = 'constant',
-) -> np.ndarray:
-  """Crops `box`, resizes it to `size` x `size` and rotates it, in one pass.
-
-  Without rotation this is `cv2.resize` of the crop (area averaging when
-  shrinking, bilinear otherwise). With rotation it is one bilinear
-  `cv2.warpAffine` of the whole image, so rotated-in corners come from around
-  the crop; a warp that shrinks by 2x or more first area-averages the sampled
-  window to avoid aliasing.
-
-  Args:
-    image: uint8 (H, W) or (H, W, C) image.
-    box: (top, left, height, width) of the crop.
-    size: output side in pixels.
-    angle: rotation in degrees, counter-clockwise positive.
-    border: 'constant', 'reflect' or 'replicate' fill outside the image.
-
-  Returns:
-    The uint8 (size, size) or (size, size, C) result.
-  """
-  top, left, h, w = box
-  if not angle:
-    crop = image[top : top + h, left : left + w]
-    return cv2.resize(
-      crop, (size, size), interpolation=_interpolation(w, h, size, size)
-    )
-  m = crop_matrix(box, size, angle)
-  factor = min(w, h) / size
-  if factor >= _PRESHRINK_FACTOR:
-    image, m = _preshrink(image, m, size, factor)
-  return cv2.warpAffine(
-    image,
-    m[:2],
-    (size, size),
-    flags=cv2.INTER_LINEAR,
-    borderMode=_BORDERS[border],
-    borderValue=0,
-  )
-
-
-# --------------------------------------------------------------------- colour
-
-
-def _lut(values: np.ndarray) -> np.ndarray:
-  return np.clip(np.rint(values), 0, 255).astype(np.uint8)
-
-
-_RAMP = np.arange(256, dtype=np.float64)
-
-
-def to_grayscale(image: np.ndarray) -> np.ndarray:
-  """Returns the ITU-R 601 luma of an RGB image, replicated to 3 channels."""
-  gray = cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
-  return cv2.cvtColor(gray, cv2.COLOR_GRAY2RGB)
-
-
-def adjust_brightness(image: np.ndarray, factor: float) -> np.ndarray:
-  """Scales every value by `factor` (0 is black, 1 unchanged), clipped."""
-  return cv2.LUT(image, _lut(_RAMP * factor))
-
-
-def adjust_contrast(image: np.ndarray, factor: float) -> np.ndarray:
-  """Blends an RGB image with its mean luma (0 is flat gray, 1 unchanged)."""
-  mean = cv2.mean(cv2.cvtColor(image, cv2.COLOR_RGB2GRAY))[0]
-  return cv2.LUT(image, _lut(_RAMP * factor + (1.0 - factor) * mean))
-
-
-def adjust_saturation(image: np.ndarray, factor: float) -> np.ndarray:
-  """Blends an RGB image with its luma (0 is grayscale, 1 unchanged)."""
-  return cv2.addWeighted(image, factor, to_grayscale(image), 1.0 - factor, 0.0)
-
-
-def adjust_hue(image: np.ndarray, shift: float) -> np.ndarray:
-  """Rotates the hue of an RGB image by `shift` turns of the colour wheel.
-
-  The hue is quantised to 256 steps (OpenCV's full-range uint8 HSV).
-  """
-  offset = round(shift * 256) % 256
-  if not offset:
-    return image.copy()
-  hsv = cv2.cvtColor(image, cv2.COLOR_RGB2HSV_FULL)
-  # uint8 addition wraps around the colour wheel.
-  hsv[..., 0] += np.uint8(offset)
-  return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB_FULL)
+# -------------------------------------------------------------- colour jitter
 
 
 _JITTER_OPS: tuple[Callable[[np.ndarray, float], np.ndarray], ...] = (
-  adjust_brightness,
-  adjust_contrast,
-  adjust_saturation,
-  adjust_hue,
+  color.adjust_brightness,
+  color.adjust_contrast,
+  color.adjust_saturation,
+  color.adjust_hue,
 )
 
 
@@ -315,6 +93,9 @@ def sample_color_jitter(
 
 
 # -------------------------------------------------------------------- erasing
+
+# torchvision's number of tries before RandomErasing gives up.
+_ATTEMPTS = 10
 
 
 def sample_erase(
@@ -458,14 +239,11 @@ def sample_train_params(
     The parameters, for `apply_train_params`.
   """
   c = parse_config(cfg)
-  box = sample_crop(height, width, rng, c.crop_scale, c.crop_ratio)
+  box = geometry.sample_crop(height, width, rng, c.crop_scale, c.crop_ratio)
   angle = float(rng.uniform(-c.rotation, c.rotation)) if c.rotation else 0.0
   flip = bool(rng.random() < c.flip)
   rand_ops = ()
   if c.randaugment_ops:
-    # Imported here: randaugment builds on this module's colour helpers.
-    from ferjax.data import randaugment
-
     rand_ops = tuple(
       randaugment.sample_rand_augment(
         rng,
@@ -525,13 +303,11 @@ def apply_train_params(
       f'augmentation parameters drawn for a {params.image_shape} image '
       f'cannot apply to a {image.shape[:2]} image.'
     )
-  out = resized_crop(image, params.box, c.size, params.angle, c.border)
+  out = geometry.resized_crop(image, params.box, c.size, params.angle, c.border)
   if params.flip:
     out = cv2.flip(out, 1)
   out = _to_rgb(out)
   if params.rand_augment:
-    from ferjax.data import randaugment
-
     for name, magnitude in params.rand_augment:
       out = randaugment.apply_op(
         out, name, magnitude, c.randaugment_interpolation, c.randaugment_fill
@@ -539,7 +315,7 @@ def apply_train_params(
   for op, factor in params.color_jitter:
     out = op(out, factor)
   if params.grayscale:
-    out = to_grayscale(out)
+    out = color.to_grayscale(out)
   if params.erase is not None:
     out = erase(out, params.erase, params.erase_value)
   return out
@@ -587,7 +363,9 @@ def eval_transform(
   size = c.size
   if c.eval_resize == 'resize':
     out = cv2.resize(
-      image, (size, size), interpolation=_interpolation(w, h, size, size)
+      image,
+      (size, size),
+      interpolation=geometry.resize_interpolation(w, h, size, size),
     )
     return _to_rgb(out)
   # torchvision Resize(int) then CenterCrop: the short side becomes `short`
@@ -598,7 +376,7 @@ def eval_transform(
   else:
     nh, nw = int(short * h / w), short
   resized = cv2.resize(
-    image, (nw, nh), interpolation=_interpolation(w, h, nw, nh)
+    image, (nw, nh), interpolation=geometry.resize_interpolation(w, h, nw, nh)
   )
   top = int(round((nh - size) / 2.0))
   left = int(round((nw - size) / 2.0))

@@ -27,7 +27,7 @@ from absl import flags
 
 import tfds_builders
 from ferjax import cli
-from ferjax.data import manual
+from tfds_builders import manual_data
 
 PathLike = str | os.PathLike
 
@@ -162,7 +162,7 @@ def _main(fv: flags.FlagValues, name: str) -> None:
   with cli.usage_errors(ValueError):  # An unknown name or config.
     builder(name, fv.config, fv.data_dir)
   start = time.perf_counter()
-  with cli.failures(manual.ManualDataError):  # Names the file and the fix.
+  with cli.failures(manual_data.ManualDataError):  # Names the file and the fix.
     b = build(name, fv.config, fv.data_dir, fv.manual_dir)
   seconds = time.perf_counter() - start
   config = f'/{b.builder_config.name}' if b.builder_config else ''

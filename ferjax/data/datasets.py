@@ -1,10 +1,10 @@
 """What ferjax knows about each dataset: configs, splits, classes, defaults.
 
 One `DatasetSpec` per folder of `tfds_builders/`. Config files call
-`configs.common.set_dataset`, which copies a spec's defaults into
-`config.data` and `config.augment`, so a run's config.json shows every value
-used; `check_data_config` rejects a config that disagrees with its dataset
-before anything is built or trained.
+`set_dataset`, which copies a spec's defaults into `config.data` and
+`config.augment`, so a run's config.json shows every value used;
+`check_data_config` rejects a config that disagrees with its dataset before
+anything is built or trained.
 
 The default input sizes are the common practice of the papers ferjax
 reproduces (the native image size is only a starting point): 224 px for the

@@ -14,7 +14,7 @@ augmented ones; only erasing_value='random' adds a (size, size, 3) uint8
 canvas of the drawn noise per example.
 
 Geometry. The crop, rotation and flip are one 2x3 matrix from output pixel
-(x, y, 1) to source pixel, built from `augment.crop_matrix`, and bounds
+(x, y, 1) to source pixel, built from `geometry.crop_matrix`, and bounds
 that clamp the source coordinates:
 
 - without rotation the host resizes the crop with `cv2.resize`, whose
@@ -51,13 +51,15 @@ import jax.numpy as jnp
 import numpy as np
 
 from ferjax.data import augment
+from ferjax.data import color
+from ferjax.data import geometry
 
 # The host's colour jitter ops by id; `_DEVICE_OPS` has the same order.
 _JITTER_OPS = (
-  augment.adjust_brightness,
-  augment.adjust_contrast,
-  augment.adjust_saturation,
-  augment.adjust_hue,
+  color.adjust_brightness,
+  color.adjust_contrast,
+  color.adjust_saturation,
+  color.adjust_hue,
 )
 # Factors of ops that are not applied: the identity of each op.
 _IDENTITY = (1.0, 1.0, 1.0, 0.0)
@@ -73,7 +75,7 @@ def resize_source(image: np.ndarray, size: int, clip: bool = False):
   """Resizes an (H, W[, C]) image, or (T, H, W[, C]) frames, to size x size.
 
   `config.augment.device_source_size`: area averaging when both sides
-  shrink, bilinear otherwise (the rule `augment.resized_crop` uses). The
+  shrink, bilinear otherwise (`geometry.resize_interpolation`). The
   aspect ratio is not kept.
   """
   image = np.asarray(image)
@@ -91,7 +93,9 @@ def resize_source(image: np.ndarray, size: int, clip: bool = False):
 def _geometry(params: augment.TrainParams, c: augment.AugmentConfig):
   """The output -> source matrix, the coordinate bounds and the area flag."""
   top, left, h, w = params.box
-  inverse = np.linalg.inv(augment.crop_matrix(params.box, c.size, params.angle))
+  inverse = np.linalg.inv(
+    geometry.crop_matrix(params.box, c.size, params.angle)
+  )
   if params.flip:  # Output column x shows column size - 1 - x of the warp.
     flip = np.array([[-1.0, 0.0, c.size - 1.0], [0, 1, 0], [0, 0, 1]])
     inverse = inverse @ flip

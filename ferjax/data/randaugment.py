@@ -36,10 +36,9 @@ solarize, autocontrast and equalize (exactly, per channel), and
 ImageEnhance's Brightness, Color, Contrast and Sharpness, which blend with
 black, the ITU-R 601-2 luma, the mean luma, and the SMOOTH-filtered image
 with its border pixels kept (factor 0 gives that image, 1 the input, above 1
-extrapolates). These reuse the colour jitter helpers of
-`ferjax.data.augment`, which round where PIL truncates and take OpenCV's
-luma, so they differ from PIL by up to a level (two for Color at factors
-below about 1/2).
+extrapolates). These reuse the colour ops of `ferjax.data.color`, which
+round where PIL truncates and take OpenCV's luma, so they differ from PIL by
+up to a level (two for Color at factors below about 1/2).
 
 RANDAUGMENT_LITE_OPS leaves out Posterize, Solarize, Equalize and both
 shears, for aligned face crops: posterization and solarization erase or
@@ -67,14 +66,14 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from ferjax.data.augment import adjust_brightness
-from ferjax.data.augment import adjust_contrast
-from ferjax.data.augment import adjust_saturation
 from ferjax.data.augment_config import RANDAUGMENT_LITE_OPS
 from ferjax.data.augment_config import RANDAUGMENT_OPS
 from ferjax.data.augment_config import AugmentConfig
 from ferjax.data.augment_config import Config
 from ferjax.data.augment_config import parse_config
+from ferjax.data.color import adjust_brightness
+from ferjax.data.color import adjust_contrast
+from ferjax.data.color import adjust_saturation
 
 __all__ = [
   'RANDAUGMENT_OPS',

@@ -1,1 +1,7 @@
-"""Reusable Flax Linen layers shared by the models (e.g. CBAM attention)."""
+"""Flax Linen layers the models are built from; they never import models.
+
+`torch_nn` has the PyTorch-style building blocks (torch's initialisers,
+padding and names); the others are attention blocks (CBAM, MFER's DS
+attention, JADFER's JAD attention, GCSA's channel attention, IAL's
+transformer) and depthwise convolutions with fast CPU gradients.
+"""

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from ferjax.models.backbones import resnet
+from ferjax.layers import torch_nn
 
 Dtype = Any
 
@@ -57,8 +57,8 @@ class ChannelGate(nn.Module):
       )
     # Stacking both pooled vectors applies the one shared MLP to each.
     pooled = jnp.stack([jnp.mean(x, axis=(1, 2)), jnp.max(x, axis=(1, 2))])
-    hid = nn.relu(resnet.linear(pooled, hidden, 'mlp_1', dtype=self.dtype))
-    att = resnet.linear(hid, channels, 'mlp_3', dtype=self.dtype)
+    hid = nn.relu(torch_nn.linear(pooled, hidden, 'mlp_1', dtype=self.dtype))
+    att = torch_nn.linear(hid, channels, 'mlp_3', dtype=self.dtype)
     scale = nn.sigmoid(att[0] + att[1])
     return x * scale[:, None, None, :].astype(x.dtype)
 
@@ -75,9 +75,9 @@ class SpatialConv(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     """Maps (B, H, W, 2) pooled maps to (B, H, W, 1) attention logits."""
-    x = resnet.conv(1, 7, 'conv', dtype=self.dtype)(x)
+    x = torch_nn.conv(1, 7, 'conv', dtype=self.dtype)(x)
     # PyTorch momentum 0.01 keeps 99% of the running average per step.
-    return resnet.batch_norm(
+    return torch_nn.batch_norm(
       'bn', train=train, dtype=self.dtype, momentum=0.99
     )(x)
 

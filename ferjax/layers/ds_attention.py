@@ -38,7 +38,7 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from ferjax.models.backbones import convnext
+from ferjax.layers import torch_nn
 
 Dtype = Any
 
@@ -115,14 +115,14 @@ class DSAttention(nn.Module):
         f'DSAttention got {channels} channels with reduction '
         f'{self.reduction}; it needs at least {self.reduction} channels.'
       )
-    value = convnext.dense(channels, 'value', dtype=dtype)(x)
-    key = convnext.dense(hidden, 'key_0', dtype=dtype)(x)
-    key = convnext.dense(channels, 'key_2', dtype=dtype)(
+    value = torch_nn.trunc_normal_dense(channels, 'value', dtype=dtype)(x)
+    key = torch_nn.trunc_normal_dense(hidden, 'key_0', dtype=dtype)(x)
+    key = torch_nn.trunc_normal_dense(channels, 'key_2', dtype=dtype)(
       nn.gelu(key, approximate=False)
     )
     key = key * x.astype(key.dtype)
 
-    query = convnext.conv(
+    query = torch_nn.trunc_normal_conv(
       channels,
       self.kernel_size,
       'attn',
@@ -131,7 +131,7 @@ class DSAttention(nn.Module):
       dtype=dtype,
       depthwise_grad=self.depthwise_grad,
     )(x)
-    norm = convnext.layer_norm('norm', epsilon=QUERY_LN_EPS, dtype=dtype)
+    norm = torch_nn.layer_norm('norm', epsilon=QUERY_LN_EPS, dtype=dtype)
     if self.order == 'code':
       query = norm(nn.gelu(query, approximate=False))
     else:

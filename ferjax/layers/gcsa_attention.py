@@ -57,7 +57,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from ferjax.layers import depthwise
-from ferjax.models.backbones import resnet
+from ferjax.layers import torch_nn
 
 Dtype = Any
 
@@ -93,7 +93,7 @@ def linear_no_bias(
     features,
     use_bias=False,
     dtype=dtype,
-    kernel_init=resnet.linear_kernel_init,
+    kernel_init=torch_nn.linear_kernel_init,
     name=name,
   )
 
@@ -152,7 +152,7 @@ def global_conv(
     padding='VALID',
     use_bias=False,
     dtype=dtype,
-    kernel_init=resnet.conv_kernel_init,
+    kernel_init=torch_nn.conv_kernel_init,
     name='gc_0',
   )(y)
   return g.reshape(g.shape[0], channels)
@@ -162,8 +162,8 @@ def gc_gate(g: jax.Array, *, dtype: Dtype) -> jax.Array:
   """2 * sigmoid(fc2_0(relu(fc1_0(g)))) for (N, C) `g`, in float32."""
   channels = g.shape[-1]
   h = g[:, None, None, :]  # The 1x1 convs of IAL act on a 1 x 1 map.
-  h = resnet.conv(_hidden(channels), 1, 'fc1_0', dtype=dtype)(h)
-  h = resnet.conv(channels, 1, 'fc2_0', dtype=dtype)(nn.relu(h))
+  h = torch_nn.conv(_hidden(channels), 1, 'fc1_0', dtype=dtype)(h)
+  h = torch_nn.conv(channels, 1, 'fc2_0', dtype=dtype)(nn.relu(h))
   return 2.0 * nn.sigmoid(h.reshape(g.shape).astype(jnp.float32))
 
 

@@ -1,91 +1,50 @@
-"""Model registry: `config.model.name` -> Flax Linen module.
-
-Public API:
+"""Models: one module per model, each declaring its spec; the registry.
 
     model = ferjax.models.get_model(name, num_classes=7, **fields)
     variables = model.init(rng, images)
     outputs = model.apply(variables, images, train=False)
 
-`images` are float32 NHWC in [0, 1]; `outputs` is a dict with 'logits'
-(B, num_classes) float32 plus model-specific extras (e.g. 'features').
-Training applies with `train=True, mutable=['batch_stats']` and
-`rngs={'dropout': key}`.
+`images` are float32 NHWC in [0, 1] (NTHWC clips for video models);
+`outputs` is a dict with 'logits' (B, num_classes) float32 plus
+model-specific extras (e.g. 'features'). Training applies with
+`train=True, mutable=['batch_stats']` and `rngs={'dropout': key}`.
 
-Each model module registers its factories with `@register(name)` when it is
-imported; `get_model` imports the known model modules first, so importing
-this package stays cheap.
+Each model module ends with `SPECS`, its `ModelSpec`s (`registry`): the
+factory, input size, loss, converter, checkpoints and attention maps. A
+run's config becomes a model through `create_model(config)` and an input
+shape through `input_shape(config)` (`factory`).
 """
 
-import importlib
-from collections.abc import Callable
-from typing import Any
+from ferjax.models.factory import BF16_BACKENDS
+from ferjax.models.factory import compute_dtype
+from ferjax.models.factory import create_model
+from ferjax.models.factory import example_shape
+from ferjax.models.factory import input_shape
+from ferjax.models.factory import loss_name
+from ferjax.models.factory import model_fields
+from ferjax.models.registry import Checkpoint
+from ferjax.models.registry import ModelSpec
+from ferjax.models.registry import get_model
+from ferjax.models.registry import get_spec
+from ferjax.models.registry import list_models
+from ferjax.models.registry import list_specs
+from ferjax.models.registry import register
+from ferjax.models.registry import spec_of
 
-# Modules whose import registers models.
-_MODEL_MODULES = (
-  'ferjax.models.backbones.convnext',
-  'ferjax.models.backbones.irse',
-  'ferjax.models.backbones.resnet',
-  'ferjax.models.gcsa',
-  'ferjax.models.jadfer',
-  'ferjax.models.manet',
-  'ferjax.models.mfer',
+__all__ = (
+  'BF16_BACKENDS',
+  'Checkpoint',
+  'ModelSpec',
+  'compute_dtype',
+  'create_model',
+  'example_shape',
+  'get_model',
+  'get_spec',
+  'input_shape',
+  'list_models',
+  'list_specs',
+  'loss_name',
+  'model_fields',
+  'register',
+  'spec_of',
 )
-
-_REGISTRY: dict[str, Callable[..., Any]] = {}
-
-
-def register(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-  """Returns a decorator that registers a model factory under `name`.
-
-  The factory (a module class or a `functools.partial` of one) is called with
-  the keyword fields given to `get_model` and returns an unbound Linen module.
-
-  Args:
-    name: registry name, e.g. 'resnet18'.
-
-  Raises:
-    ValueError: `name` is already registered to another factory.
-  """
-
-  def decorator(factory: Callable[..., Any]) -> Callable[..., Any]:
-    if name in _REGISTRY and _REGISTRY[name] is not factory:
-      raise ValueError(f'Model {name!r} is already registered.')
-    _REGISTRY[name] = factory
-    return factory
-
-  return decorator
-
-
-def _import_models() -> None:
-  for module in _MODEL_MODULES:
-    importlib.import_module(module)
-
-
-def list_models() -> tuple[str, ...]:
-  """Returns the registered model names, sorted."""
-  _import_models()
-  return tuple(sorted(_REGISTRY))
-
-
-def get_model(name: str, num_classes: int = 7, **fields: Any) -> Any:
-  """Builds a registered model.
-
-  Args:
-    name: registry name, e.g. 'resnet18'.
-    num_classes: number of expression classes.
-    **fields: further module fields, e.g. `dtype=jnp.bfloat16`.
-
-  Returns:
-    An unbound Linen module whose `apply(variables, images, train=False)`
-    takes float32 NHWC images in [0, 1] and returns a dict with 'logits'.
-
-  Raises:
-    ValueError: `name` is not registered.
-  """
-  _import_models()
-  if name not in _REGISTRY:
-    raise ValueError(
-      f'Unknown model {name!r}; registered models: '
-      f'{", ".join(sorted(_REGISTRY))}.'
-    )
-  return _REGISTRY[name](num_classes=num_classes, **fields)

@@ -42,7 +42,7 @@ own GELU) - `net_3`; depth 2, 4 heads of 32; MLP 256 in the static branch,
 rate is 0). In PyTorch a layer's modules are `layers.i.0.fn.norm`,
 `layers.i.0.fn.fn.*` (attention), `layers.i.1.fn.norm`, `layers.i.1.fn.fn.*`
 (feed-forward); here they are `layers_i/{attn_norm, attn, ff_norm, ff}`
-(`ferjax.weights` 'gcsa' maps them).
+(`ferjax.layers.ial_transformer`; `ferjax.weights.gcsa` maps them).
 
 Any frame size works: the global-conv kernels cover the map of their stage
 (IAL's 256 // C * 7, i.e. 14 and 7, at 112 px), the static branch has one
@@ -82,10 +82,12 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from ferjax import models
 from ferjax.layers import depthwise
 from ferjax.layers import gcsa_attention
-from ferjax.models.backbones import convnext
+from ferjax.layers import ial_transformer
+from ferjax.layers import torch_nn
+from ferjax.models import registry
+from ferjax.models import sown
 from ferjax.models.backbones import resnet
 
 Dtype = Any
@@ -94,122 +96,9 @@ Dtype = Any
 STEM_WIDTH = 64
 WIDTHS = (64, 128, 256, 256)
 STAGE_SIZES = (1, 1, 1, 3)
-# PyTorch's nn.LayerNorm default, used by IAL's transformers.
-LN_EPS = 1e-5
-
 TRANSFORMER_FIELDS = ('depth', 'heads', 'dim_head', 'mlp_dim')
 
 position_init = nn.initializers.normal(stddev=1.0)  # torch.randn
-
-
-class Attention(nn.Module):
-  """IAL's multi-head self-attention: `to_qkv` (no bias), `to_out_0`.
-
-  Attributes:
-    heads: number of heads.
-    dim_head: width of each head.
-    dtype: compute dtype; the softmax runs in float32.
-  """
-
-  heads: int
-  dim_head: int
-  dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """(B, N, D) tokens -> (B, N, D)."""
-    batch, length, dim = x.shape
-    inner = self.heads * self.dim_head
-    qkv = gcsa_attention.linear_no_bias(3 * inner, 'to_qkv', dtype=self.dtype)
-    # torch's chunk(3) then 'b n (h d) -> b h n d': q, k, v, head-major.
-    q, k, v = (
-      t.reshape(batch, length, self.heads, self.dim_head)
-      for t in jnp.split(qkv(x), 3, axis=-1)
-    )
-    dots = jnp.einsum('bihd,bjhd->bhij', q, k).astype(jnp.float32)
-    weights = jax.nn.softmax(dots * self.dim_head**-0.5, axis=-1)
-    out = jnp.einsum('bhij,bjhd->bihd', weights.astype(v.dtype), v)
-    out = out.reshape(batch, length, inner)
-    if self.heads == 1 and self.dim_head == dim:  # IAL projects otherwise.
-      return out
-    return resnet.linear(out, dim, 'to_out_0', dtype=self.dtype)
-
-
-class FeedForward(nn.Module):
-  """`net_0` (D -> mlp_dim) - GELU (tanh form) - `net_3` (-> D).
-
-  Attributes:
-    mlp_dim: hidden width.
-    dtype: compute dtype.
-  """
-
-  mlp_dim: int
-  dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """(B, N, D) tokens -> (B, N, D)."""
-    h = resnet.linear(x, self.mlp_dim, 'net_0', dtype=self.dtype)
-    h = nn.gelu(h, approximate=True)
-    return resnet.linear(h, x.shape[-1], 'net_3', dtype=self.dtype)
-
-
-class TransformerLayer(nn.Module):
-  """x + attn(attn_norm(x)), then x + ff(ff_norm(x)).
-
-  Attributes:
-    heads: attention heads.
-    dim_head: width of each head.
-    mlp_dim: hidden width of the feed-forward.
-    dtype: compute dtype.
-  """
-
-  heads: int
-  dim_head: int
-  mlp_dim: int
-  dtype: Dtype = jnp.float32
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """(B, N, D) tokens -> (B, N, D)."""
-    dtype = self.dtype
-    y = convnext.layer_norm('attn_norm', epsilon=LN_EPS, dtype=dtype)(x)
-    x = x + Attention(self.heads, self.dim_head, dtype, name='attn')(y)
-    y = convnext.layer_norm('ff_norm', epsilon=LN_EPS, dtype=dtype)(x)
-    return x + FeedForward(self.mlp_dim, dtype, name='ff')(y)
-
-
-RematTransformerLayer = nn.remat(TransformerLayer)
-
-
-class Transformer(nn.Module):
-  """IAL's pre-norm transformer: layers `layers_0`, `layers_1`, ...
-
-  Attributes:
-    depth: number of layers.
-    heads: attention heads.
-    dim_head: width of each head.
-    mlp_dim: hidden width of the feed-forward.
-    dtype: compute dtype.
-    remat: rematerialise each layer in the backward pass; same variables.
-  """
-
-  depth: int
-  heads: int
-  dim_head: int
-  mlp_dim: int
-  dtype: Dtype = jnp.float32
-  remat: bool = False
-
-  @nn.compact
-  def __call__(self, x: jax.Array) -> jax.Array:
-    """(B, N, D) tokens -> (B, N, D)."""
-    layer = RematTransformerLayer if self.remat else TransformerLayer
-    for i in range(self.depth):
-      x = layer(
-        self.heads, self.dim_head, self.mlp_dim, self.dtype, name=f'layers_{i}'
-      )(x)
-    return x
 
 
 class GCABlock(nn.Module):
@@ -250,10 +139,12 @@ class GCABlock(nn.Module):
   ) -> tuple[jax.Array, jax.Array]:
     """(B * T, H, W, C) frames -> (frames out, (B, num_classes) logits)."""
     dtype, features = self.dtype, self.features
-    y = resnet.conv(features, 3, 'conv1', strides=self.strides, dtype=dtype)(x)
-    y = nn.relu(resnet.batch_norm('bn1', train=train, dtype=dtype)(y))
-    y = resnet.conv(features, 3, 'conv2', dtype=dtype)(y)
-    y = resnet.batch_norm('bn2', train=train, dtype=dtype)(y)
+    y = torch_nn.conv(features, 3, 'conv1', strides=self.strides, dtype=dtype)(
+      x
+    )
+    y = nn.relu(torch_nn.batch_norm('bn1', train=train, dtype=dtype)(y))
+    y = torch_nn.conv(features, 3, 'conv2', dtype=dtype)(y)
+    y = torch_nn.batch_norm('bn2', train=train, dtype=dtype)(y)
     y, aux = gcsa_attention.channel_attention(
       y,
       num_frames=self.num_frames,
@@ -266,10 +157,10 @@ class GCABlock(nn.Module):
     )
     shortcut = x
     if self.strides != 1 or x.shape[-1] != features:
-      shortcut = resnet.conv(
+      shortcut = torch_nn.conv(
         features, 1, 'downsample_0', strides=self.strides, dtype=dtype
       )(x)
-      shortcut = resnet.batch_norm('downsample_1', train=train, dtype=dtype)(
+      shortcut = torch_nn.batch_norm('downsample_1', train=train, dtype=dtype)(
         shortcut
       )
     return nn.relu(y + shortcut), aux
@@ -286,10 +177,10 @@ def stem(x: jax.Array, *, train: bool, dtype: Dtype) -> jax.Array:
   `conv1_0` 3x3/2 - `conv1_1` BN - ReLU - `conv1_3` 3x3 - `bn1` - ReLU -
   max-pool 3x3/2 (padding 1, as torch's: the padding never wins).
   """
-  x = resnet.conv(STEM_WIDTH, 3, 'conv1_0', strides=2, dtype=dtype)(x)
-  x = nn.relu(resnet.batch_norm('conv1_1', train=train, dtype=dtype)(x))
-  x = resnet.conv(STEM_WIDTH, 3, 'conv1_3', dtype=dtype)(x)
-  x = nn.relu(resnet.batch_norm('bn1', train=train, dtype=dtype)(x))
+  x = torch_nn.conv(STEM_WIDTH, 3, 'conv1_0', strides=2, dtype=dtype)(x)
+  x = nn.relu(torch_nn.batch_norm('conv1_1', train=train, dtype=dtype)(x))
+  x = torch_nn.conv(STEM_WIDTH, 3, 'conv1_3', dtype=dtype)(x)
+  x = nn.relu(torch_nn.batch_norm('bn1', train=train, dtype=dtype)(x))
   return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
 
 
@@ -421,17 +312,19 @@ class GCSA(nn.Module):
         'made for (IAL: 112 x 112).'
       )
 
-  def _transformer(self, branch: str, name: str) -> Transformer:
+  def _transformer(self, branch: str, name: str) -> ial_transformer.Transformer:
     fields = {f: getattr(self, f'{branch}_{f}') for f in TRANSFORMER_FIELDS}
-    return Transformer(**fields, dtype=self.dtype, remat=self.remat, name=name)
+    return ial_transformer.Transformer(
+      **fields, dtype=self.dtype, remat=self.remat, name=name
+    )
 
   def _static(self, frames: jax.Array, train: bool) -> jax.Array:
     """The static branch: patch embedding, positions, `pos_transformer`."""
     dtype = self.dtype
-    x = resnet.conv(
+    x = torch_nn.conv(
       frames.shape[-1], 3, 'patch_embedding_0', strides=2, dtype=dtype
     )(frames)
-    x = resnet.batch_norm('patch_embedding_1', train=train, dtype=dtype)(x)
+    x = torch_nn.batch_norm('patch_embedding_1', train=train, dtype=dtype)(x)
     n, height, width, channels = x.shape
     tokens = nn.relu(x).reshape(n, height * width, channels)
     positions = self.param(
@@ -488,7 +381,7 @@ class GCSA(nn.Module):
     dtype = self.dtype
     batch, frames = images.shape[:2]
     x = images.reshape(batch * frames, *images.shape[2:]).astype(jnp.float32)
-    x = resnet.normalize(x, self.pixel_mean, self.pixel_std).astype(dtype)
+    x = torch_nn.normalize(x, self.pixel_mean, self.pixel_std).astype(dtype)
     x = stem(x, train=train, dtype=dtype)
     x = resnet.stage(
       x,
@@ -524,10 +417,34 @@ class GCSA(nn.Module):
     )
     features = jnp.mean(tokens.astype(jnp.float32), axis=1)
     return {
-      'logits': resnet.linear(features, self.num_classes, 'fc_f'),
+      'logits': torch_nn.linear(features, self.num_classes, 'fc_f'),
       'aux_logits': jnp.stack(aux_logits),
       'features': features,
     }
 
 
-models.register('gcsa')(GCSA)
+def attention_maps(model, outputs, intermediates) -> dict:
+  """'channels_layer2', 'channels_layer3': the channel gates of each clip
+  over time, (B, T, C), min-max scaled per clip."""
+  del outputs
+  maps = {}
+  for stage in ('layer2', 'layer3'):
+    gates = sown.sown(intermediates, f'{stage}_0', 'channel_weights')
+    maps[f'channels_{stage}'] = sown.rescale(
+      gates.reshape(-1, model.num_frames, gates.shape[-1])
+    )
+  return maps
+
+
+SPECS = (
+  registry.ModelSpec(
+    name='gcsa',
+    factory=GCSA,
+    input_size=112,
+    loss='cai',
+    converter='ferjax.weights.gcsa:from_torch',
+    attention=attention_maps,
+    cam_layer='layer3_0',
+    description='GCSA (2024) on IAL: GC + SE channel attention over clips',
+  ),
+)

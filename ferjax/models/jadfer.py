@@ -51,12 +51,14 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import linen as nn
 
-from ferjax import models
 from ferjax.layers import jad_attention
+from ferjax.layers import torch_nn
+from ferjax.models import registry
+from ferjax.models import sown
 from ferjax.models.backbones import irse
-from ferjax.models.backbones import resnet
 
 Dtype = Any
 
@@ -90,7 +92,7 @@ class SpatialPath(nn.Module):
     def conv_bn(y, features, kernel, name):
       pad = tuple((k // 2, k // 2) for k in kernel)
       y = nn.Conv(features, kernel, padding=pad, dtype=self.dtype, name=name)(y)
-      return resnet.batch_norm(f'{name}_bn', train=train, dtype=self.dtype)(y)
+      return torch_nn.batch_norm(f'{name}_bn', train=train, dtype=self.dtype)(y)
 
     y = conv_bn(x, channels // self.hidden_ratio, (1, 1), 'conv1x1')
     y = nn.relu(
@@ -103,7 +105,7 @@ class SpatialPath(nn.Module):
     if not self.channel_attention:
       return attention_map, pooled
     a = nn.Dense(channels // self.channel_reduction, name='ca_fc1')(pooled)
-    a = resnet.batch_norm('ca_bn', train=train)(a)
+    a = torch_nn.batch_norm('ca_bn', train=train)(a)
     a = nn.sigmoid(nn.Dense(channels, name='ca_fc2')(nn.relu(a)))
     return attention_map, pooled * a
 
@@ -311,4 +313,51 @@ class JADFER(nn.Module):
     }
 
 
-models.register('jadfer')(JADFER)
+def attention_maps(model, outputs, intermediates) -> dict:
+  """CB attention (class row, query mean, rollout), SCI rows and SB maps.
+
+  On the backbone's grid, from the last CB layer's head-mean attention:
+  'cb_cls' (the class token's row) and 'cb_mean' (the mean over the patch
+  queries); 'cb_rollout', the class token's row of the attention rollout
+  over every CB layer; 'sci_path_i', where the SCI query of SB path i
+  looks; 'sb_path_i', SB path i's spatial map. Each is min-max scaled per
+  example.
+  """
+  sb = np.asarray(outputs['sb_maps'], np.float32)
+  batch, paths, height, width = sb.shape
+
+  def grid(rows):
+    rows = np.asarray(rows)[..., 1:].reshape(batch, height, width)
+    return sown.rescale(rows)
+
+  def head_mean(block):
+    return sown.sown(intermediates, block, 'attention', 'attention').mean(1)
+
+  layers = [head_mean(f'cb_block_{i}') for i in range(model.depth)]
+  joint = None
+  for attention in layers:
+    joint = jad_attention.rollout(jnp.asarray(attention), joint, True)
+  last, sci = layers[-1], head_mean(f'sci_block_{model.sci_depth - 1}')
+  maps = {
+    'cb_cls': grid(last[:, 0]),
+    'cb_mean': grid(last[:, 1:].mean(axis=1)),
+    'cb_rollout': grid(joint[:, 0]),
+  }
+  for i in range(paths):
+    maps[f'sci_path_{i}'] = grid(sci[:, i])
+    maps[f'sb_path_{i}'] = sown.rescale(sb[:, i])
+  return maps
+
+
+SPECS = (
+  registry.ModelSpec(
+    name='jadfer',
+    factory=JADFER,
+    input_size=112,
+    loss='jadfer',
+    converter='ferjax.weights.jadfer:from_torch',
+    checkpoints=(irse.MSCELEB_IR50,),
+    attention=attention_maps,
+    description='JADFER (TAFFC 2024): IR-50, DAN-style paths, JAD encoder',
+  ),
+)

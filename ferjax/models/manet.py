@@ -37,10 +37,13 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import linen as nn
 
-from ferjax import models
 from ferjax.layers import cbam
+from ferjax.layers import torch_nn
+from ferjax.models import registry
+from ferjax.models import sown
 from ferjax.models.backbones import resnet
 
 Dtype = Any
@@ -97,13 +100,13 @@ class MulScaleBlock(nn.Module):
     width = self.features // 4
 
     def conv_bn(name: str, y: jax.Array) -> jax.Array:
-      y = resnet.conv(width, 3, f'conv{name}', dtype=dtype)(y)
-      return resnet.batch_norm(f'bn{name}', train=train, dtype=dtype)(y)
+      y = torch_nn.conv(width, 3, f'conv{name}', dtype=dtype)(y)
+      return torch_nn.batch_norm(f'bn{name}', train=train, dtype=dtype)(y)
 
-    out = resnet.conv(
+    out = torch_nn.conv(
       self.features, 3, 'conv1', strides=self.strides, dtype=dtype
     )(x)
-    out = nn.relu(resnet.batch_norm('bn1', train=train, dtype=dtype)(out))
+    out = nn.relu(torch_nn.batch_norm('bn1', train=train, dtype=dtype)(out))
     groups = jnp.split(out, 4, axis=-1)
 
     def cascade(path: int, order: tuple[int, ...]) -> jax.Array:
@@ -120,10 +123,10 @@ class MulScaleBlock(nn.Module):
 
     shortcut = x
     if self.strides != 1 or x.shape[-1] != self.features:
-      shortcut = resnet.conv(
+      shortcut = torch_nn.conv(
         self.features, 1, 'downsample_0', strides=self.strides, dtype=dtype
       )(x)
-      shortcut = resnet.batch_norm('downsample_1', train=train, dtype=dtype)(
+      shortcut = torch_nn.batch_norm('downsample_1', train=train, dtype=dtype)(
         shortcut
       )
     return nn.relu(out + shortcut)
@@ -207,7 +210,7 @@ class MANet(nn.Module):
       raise ValueError(f'MA-Net beta={self.beta} must lie in [0, 1].')
     _check_input(images)
     dtype = self.dtype
-    x = resnet.normalize(
+    x = torch_nn.normalize(
       images.astype(jnp.float32), self.pixel_mean, self.pixel_std
     ).astype(dtype)
     x = resnet.stem(x, train=train, dtype=dtype)
@@ -261,7 +264,7 @@ class MANet(nn.Module):
       axis=1,
     )
     local = jnp.mean(local.astype(jnp.float32), axis=(1, 2))
-    logits_local = resnet.linear(local, self.num_classes, 'fc_1')
+    logits_local = torch_nn.linear(local, self.num_classes, 'fc_1')
 
     # Global branch: multi-scale blocks on the whole map.
     g = x
@@ -278,7 +281,7 @@ class MANet(nn.Module):
         dtype=dtype,
       )
     g = jnp.mean(g.astype(jnp.float32), axis=(1, 2))
-    logits_global = resnet.linear(g, self.num_classes, 'fc_2')
+    logits_global = torch_nn.linear(g, self.num_classes, 'fc_2')
 
     logits = self.beta * logits_local + (1.0 - self.beta) * logits_global
     return {
@@ -288,4 +291,45 @@ class MANet(nn.Module):
     }
 
 
-models.register('manet')(MANet)
+def attention_maps(model, outputs, intermediates) -> dict:
+  """CBAM spatial gates of the last block of each local branch.
+
+  'cbam_p1'..'cbam_p4': the sigmoid gates, kept as they are, of the
+  patches top-left, top-right, bottom-left, bottom-right; 'cbam': the four
+  put back in their 2 x 2 places over the face.
+  """
+  del model, outputs
+
+  def gate(branch):
+    block = f'layer4_1_p{branch}_1'
+    path = (block, 'cbam', 'SpatialGate', 'spatial_map')
+    return sown.sown(intermediates, *path)[..., 0]
+
+  branches = [gate(i) for i in (1, 2, 3, 4)]
+  maps = {f'cbam_p{i}': m for i, m in enumerate(branches, 1)}
+  top = np.concatenate(branches[:2], axis=2)
+  maps['cbam'] = np.concatenate([top, np.concatenate(branches[2:], 2)], 1)
+  return maps
+
+
+# The official whole-network checkpoint, pretrained on MS-Celeb-1M.
+MSCELEB_MANET = registry.Checkpoint(
+  file='Pretrained_on_MSCeleb.pth.tar',
+  url='the Google Drive link in the README of github.com/zengqunzhao/MA-Net',
+  description='MA-Net pretrained on MS-Celeb-1M',
+)
+
+SPECS = (
+  registry.ModelSpec(
+    name='manet',
+    factory=MANet,
+    input_size=224,
+    loss='manet',
+    converter='ferjax.weights.manet:from_torch',
+    checkpoints=(MSCELEB_MANET, resnet.MSCELEB_RESNET18),
+    attention=attention_maps,
+    # The layer2 map that feeds both branches.
+    cam_layer='layer2_1',
+    description='MA-Net (TIP 2021): local CBAM patches + multi-scale global',
+  ),
+)

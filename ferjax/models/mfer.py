@@ -55,10 +55,11 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from ferjax import models
 from ferjax.layers import ds_attention
+from ferjax.layers import torch_nn
+from ferjax.models import registry
+from ferjax.models import sown
 from ferjax.models.backbones import convnext
-from ferjax.models.backbones import resnet
 
 Dtype = Any
 
@@ -85,8 +86,10 @@ class MscHead(nn.Module):
   @nn.compact
   def __call__(self, x: jax.Array) -> jax.Array:
     """Maps (B, d) float32 features to (B, num_classes) logits."""
-    x = resnet.linear(x, x.shape[-1], 'fc1')
-    return resnet.linear(nn.gelu(x, approximate=False), self.num_classes, 'fc2')
+    x = torch_nn.linear(x, x.shape[-1], 'fc1')
+    return torch_nn.linear(
+      nn.gelu(x, approximate=False), self.num_classes, 'fc2'
+    )
 
 
 class MFER(nn.Module):
@@ -127,8 +130,8 @@ class MFER(nn.Module):
   ds_kernel_size: int = 7
   dsf_centers: bool = True
   dtype: Dtype = jnp.float32
-  pixel_mean: tuple[float, ...] | None = resnet.IMAGENET_MEAN
-  pixel_std: tuple[float, ...] | None = resnet.IMAGENET_STD
+  pixel_mean: tuple[float, ...] | None = torch_nn.IMAGENET_MEAN
+  pixel_std: tuple[float, ...] | None = torch_nn.IMAGENET_STD
   depthwise_grad: str = 'auto'
   remat: bool = False
 
@@ -189,7 +192,7 @@ class MFER(nn.Module):
     """
     self._check_fields()
     convnext.check_input('MFER', images)
-    x = resnet.normalize(
+    x = torch_nn.normalize(
       images.astype(jnp.float32), self.pixel_mean, self.pixel_std
     ).astype(self.dtype)
     x = convnext.trunk(
@@ -223,4 +226,31 @@ class MFER(nn.Module):
     return outputs
 
 
-models.register('mfer')(MFER)
+def attention_maps(model, outputs, intermediates) -> dict:
+  """'ds_stage3', 'ds_stage4': the DS attention weights (a spatial softmax
+  per channel) averaged over the channels, min-max scaled per example."""
+  del outputs
+  last = len(model.depths)
+  return {
+    f'ds_stage{i + 1}': sown.rescale(
+      sown.sown(
+        intermediates, f'stages_{i}_{model.depths[i]}', 'attention'
+      ).mean(-1)
+    )
+    for i in (last - 2, last - 1)
+  }
+
+
+SPECS = (
+  registry.ModelSpec(
+    name='mfer',
+    factory=MFER,
+    input_size=224,
+    loss='mfer',
+    converter='ferjax.weights.mfer:from_torch',
+    # MFER's own MS-Celeb ConvNeXt-B was never released.
+    checkpoints=(convnext.IMAGENET22K_BASE, convnext.IMAGENET1K_BASE),
+    attention=attention_maps,
+    description='MFER (TAFFC 2024): ConvNeXt-B, DS attention, Msc heads, DSF',
+  ),
+)

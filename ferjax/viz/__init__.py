@@ -25,10 +25,10 @@ Figures are matplotlib Figures made without pyplot (Agg, no display);
 every file is written to a temporary name and renamed over the target.
 """
 
+from ferjax.models.sown import rescale
 from ferjax.viz.attention import attention_maps
 from ferjax.viz.attention import cam_layer
 from ferjax.viz.attention import grad_cam
-from ferjax.viz.attention import rescale
 from ferjax.viz.draw import annotate
 from ferjax.viz.draw import label_color
 from ferjax.viz.draw import overlay

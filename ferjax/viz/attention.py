@@ -16,32 +16,13 @@
 """
 
 import functools
-from collections.abc import Mapping
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from ferjax.layers import jad_attention
-
-
-def rescale(maps, axes=None) -> np.ndarray:
-  """Min-max scales each example of `maps` to [0, 1] (constant -> 0).
-
-  Args:
-    maps: (B, ...) values.
-    axes: the axes scaled together; all but the first by default.
-
-  Returns:
-    float32 maps in [0, 1].
-  """
-  maps = np.asarray(maps, np.float32)
-  axes = tuple(range(1, maps.ndim)) if axes is None else axes
-  low = maps.min(axis=axes, keepdims=True)
-  span = maps.max(axis=axes, keepdims=True) - low
-  scaled = np.divide(maps - low, span, out=np.zeros_like(maps), where=span > 0)
-  return np.clip(scaled, 0.0, 1.0)
+from ferjax import models
 
 
 @functools.partial(jax.jit, static_argnums=0)
@@ -49,133 +30,38 @@ def _apply_sown(model, variables, images):
   return model.apply(variables, images, train=False, mutable=['intermediates'])
 
 
-def _sown(intermediates: Mapping, *path: str) -> np.ndarray:
-  """The one value sown at `path`, e.g. ('layer2_0', 'channel_weights')."""
-  node = intermediates
-  for name in path:
-    node = node[name]
-  (value,) = node
-  return np.asarray(value, np.float32)
-
-
-def _manet_maps(model, outputs, inter) -> dict:
-  """CBAM spatial gates of the last block of each local branch."""
-  del model, outputs
-
-  def gate(branch):
-    block = f'layer4_1_p{branch}_1'
-    return _sown(inter, block, 'cbam', 'SpatialGate', 'spatial_map')[..., 0]
-
-  branches = [gate(i) for i in (1, 2, 3, 4)]
-  maps = {f'cbam_p{i}': m for i, m in enumerate(branches, 1)}
-  top = np.concatenate(branches[:2], axis=2)
-  maps['cbam'] = np.concatenate([top, np.concatenate(branches[2:], 2)], 1)
-  return maps
-
-
-def _mfer_maps(model, outputs, inter) -> dict:
-  """DS attention weights averaged over channels, stages 3 and 4."""
-  del outputs
-  last = len(model.depths)
-  return {
-    f'ds_stage{i + 1}': rescale(
-      _sown(inter, f'stages_{i}_{model.depths[i]}', 'attention').mean(-1)
-    )
-    for i in (last - 2, last - 1)
-  }
-
-
-def _jadfer_maps(model, outputs, inter) -> dict:
-  """CB attention (class row, query mean, rollout), SCI rows and SB maps."""
-  sb = np.asarray(outputs['sb_maps'], np.float32)
-  batch, paths, height, width = sb.shape
-
-  def grid(rows):
-    return rescale(np.asarray(rows)[..., 1:].reshape(batch, height, width))
-
-  def head_mean(block):
-    return _sown(inter, block, 'attention', 'attention').mean(axis=1)
-
-  layers = [head_mean(f'cb_block_{i}') for i in range(model.depth)]
-  joint = None
-  for attention in layers:
-    joint = jad_attention.rollout(jnp.asarray(attention), joint, True)
-  last, sci = layers[-1], head_mean(f'sci_block_{model.sci_depth - 1}')
-  maps = {
-    'cb_cls': grid(last[:, 0]),
-    'cb_mean': grid(last[:, 1:].mean(axis=1)),
-    'cb_rollout': grid(joint[:, 0]),
-  }
-  for i in range(paths):
-    maps[f'sci_path_{i}'] = grid(sci[:, i])
-    maps[f'sb_path_{i}'] = rescale(sb[:, i])
-  return maps
-
-
-def _gcsa_maps(model, outputs, inter) -> dict:
-  """The channel gates of layer2 and layer3, (B, T, C) per clip."""
-  del outputs
-  maps = {}
-  for stage in ('layer2', 'layer3'):
-    gates = _sown(inter, f'{stage}_0', 'channel_weights')
-    maps[f'channels_{stage}'] = rescale(
-      gates.reshape(-1, model.num_frames, gates.shape[-1])
-    )
-  return maps
-
-
-_ATTENTION = {
-  'manet': _manet_maps,
-  'mfer': _mfer_maps,
-  'jadfer': _jadfer_maps,
-  'gcsa': _gcsa_maps,
-}
-
-
 def attention_maps(model_name: str, model, variables, images) -> dict:
   """The attention maps a model sows, by name, as float32 in [0, 1].
 
   Each map is at its layer's resolution (`overlay` resizes it to the image).
-
-  * 'manet': 'cbam_p1'..'cbam_p4', the CBAM spatial gates (sigmoid, kept
-    as they are) of the last block of each local branch, the patches
-    top-left, top-right, bottom-left, bottom-right; 'cbam', the four put
-    back in their 2 x 2 places over the face.
-  * 'mfer': 'ds_stage3', 'ds_stage4', the DS attention weights (a spatial
-    softmax per channel) averaged over the channels.
-  * 'jadfer': on the backbone's grid, from the last CB layer's head-mean
-    attention, 'cb_cls' (the class token's row) and 'cb_mean' (the mean
-    over the patch queries); 'cb_rollout', the class token's row of the
-    attention rollout over every CB layer; 'sci_path_i', where the SCI
-    query of SB path i looks; 'sb_path_i', SB path i's spatial map.
-  * 'gcsa': 'channels_layer2', 'channels_layer3', the (B, T, C) channel
-    gates of each clip over time (for `channel_weights_figure`).
-
-  All but MA-Net's gates are min-max scaled per example (`rescale`).
+  The model's spec says what it sows (`ModelSpec.attention`), and that
+  extractor's docstring names the maps: MA-Net's CBAM spatial gates of the
+  four local branches ('cbam_p1'..'cbam_p4', and 'cbam' with the four in
+  their places; `ferjax.models.manet.attention_maps`), MFER's DS attention
+  ('ds_stage3', 'ds_stage4'), JADFER's encoder attention and paths
+  ('cb_cls', 'cb_mean', 'cb_rollout', 'sci_path_i', 'sb_path_i'), GCSA's
+  (B, T, C) channel gates over time ('channels_layer2',
+  'channels_layer3', for `channel_weights_figure`).
 
   Args:
-    model_name: the registry name, one of 'manet', 'mfer', 'jadfer',
-      'gcsa'.
+    model_name: the registry name of a model whose spec has an extractor.
     model: the model.
     variables: its variables.
     images: a batch it takes, (B, H, W, 3) or clips (B, T, H, W, 3).
 
   Returns:
-    {name: (B, h, w) array}, (B, T, C) for 'gcsa'.
+    {name: (B, h, w) array}, or (B, T, C) channel gates.
   """
-  if model_name not in _ATTENTION:
+  extract = models.get_spec(model_name).attention
+  if extract is None:
+    have = [s.name for s in models.list_specs() if s.attention]
     raise ValueError(
-      f'attention_maps knows the models {sorted(_ATTENTION)}, not '
-      f'{model_name!r}; use grad_cam for any model.'
+      f'attention_maps knows the models {have}, not {model_name!r}; use '
+      'grad_cam for any model.'
     )
   outputs, state = _apply_sown(model, variables, jnp.asarray(images))
-  maps = _ATTENTION[model_name](model, outputs, state['intermediates'])
+  maps = extract(model, outputs, state['intermediates'])
   return {name: np.asarray(m, np.float32) for name, m in maps.items()}
-
-
-# Submodules whose output Grad-CAM reads by default where the last spatial
-# map of the root is not the right one.
-CAM_LAYERS = {'MANet': 'layer2_1', 'GCSA': 'layer3_0'}
 
 
 def _first(out):
@@ -202,13 +88,15 @@ def _spatial_outputs(model, variables, images) -> list[str]:
 
 
 def cam_layer(model, variables, images) -> str:
-  """Grad-CAM's default layer: `CAM_LAYERS`, else the root's last map.
+  """Grad-CAM's default layer: the spec's `cam_layer`, else the root's last
+  spatial map.
 
   ResNet: the last block of layer4; ConvNeXt: the last block; MFER: the
   stage-4 DS attention; JADFER: the IR backbone; MA-Net: the layer2 map
   that feeds both branches (its sown `layer2`); GCSA: layer3's block.
   """
-  name = CAM_LAYERS.get(type(model).__name__)
+  spec = models.spec_of(model)
+  name = spec and spec.cam_layer
   if name is None:
     spatial = _spatial_outputs(model, variables, images)
     if not spatial:

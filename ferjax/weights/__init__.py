@@ -5,41 +5,65 @@
     logits = ferjax.models.get_model('resnet18', num_classes=7).apply(
         variables, images)['logits']
 
-Converters are registered per model name with `register_converter`; the
-generic mapping lives in `ferjax.weights.torch_convert`. Reading a file needs
-the optional `torch` extra; an in-memory state_dict of numpy arrays does not.
+Each model's spec names its converter (`ModelSpec.converter`), a function
+of the module named after the model's (`ferjax/weights/manet.py` for
+`ferjax/models/manet.py`); the generic mapping lives in
+`ferjax.weights.torch_convert`. Reading a file needs the optional `torch`
+extra; an in-memory state_dict of numpy arrays does not.
 """
 
+import functools
+import importlib
+import inspect
 import os
 from collections.abc import Callable
 from collections.abc import Iterable
 from collections.abc import Mapping
 from typing import Any
 
+from ferjax import models
 from ferjax.weights import torch_convert
 
+# converter(state_dict, *, spec, ignore, rng, **fields) -> variables.
 Converter = Callable[..., dict[str, Any]]
+# Parameters every converter takes; its other keyword-only ones are options.
+_COMMON = ('state_dict', 'spec', 'ignore', 'rng')
 
-_CONVERTERS: dict[str, Converter] = {}
+
+@functools.cache
+def _import(reference: str) -> Converter:
+  module, _, name = reference.partition(':')
+  return getattr(importlib.import_module(module), name)
 
 
-def register_converter(name: str) -> Callable[[Converter], Converter]:
-  """Returns a decorator that registers a converter for model `name`.
+def converter(name: str) -> Converter:
+  """The PyTorch converter of model `name` (its spec's `converter`).
 
-  A converter is called as `converter(state_dict, ignore=..., rng=...,
-  **fields)` with a cleaned state_dict (see
-  `torch_convert.load_state_dict`) and returns Flax variables for
-  `ferjax.models.get_model(name, **fields)`.
-
-  Args:
-    name: the model's registry name.
+  Raises:
+    ValueError: `name` is not a model, or has no converter.
   """
+  try:
+    spec = models.get_spec(name)
+  except ValueError:
+    spec = None
+  if spec is None or spec.converter is None:
+    have = [s.name for s in models.list_specs() if s.converter]
+    raise ValueError(
+      f'No PyTorch converter for model {name!r}; converters exist for: '
+      f'{", ".join(have)}.'
+    )
+  return _import(spec.converter)
 
-  def decorator(converter: Converter) -> Converter:
-    _CONVERTERS[name] = converter
-    return converter
 
-  return decorator
+def converter_options(name: str) -> tuple[str, ...]:
+  """The converter's own options of model `name` (e.g. 'source'): fields
+  that `from_torch` takes beyond the model's."""
+  parameters = inspect.signature(converter(name)).parameters.values()
+  return tuple(
+    p.name
+    for p in parameters
+    if p.kind is p.KEYWORD_ONLY and p.name not in _COMMON
+  )
 
 
 def from_torch(
@@ -63,7 +87,8 @@ def from_torch(
     rng: seed or key of that fresh initialisation.
     weights_only: passed to `torch.load`.
     **fields: model fields, as for `ferjax.models.get_model` (e.g.
-      `num_classes`, `width`).
+      `num_classes`, `width`), and the converter's options
+      (`converter_options`).
 
   Returns:
     {'params': ..., 'batch_stats': ...} as nested dicts of float32 numpy
@@ -73,39 +98,14 @@ def from_torch(
     ValueError: unknown name, or the checkpoint does not fit the model (the
       message names the keys).
   """
-  if name not in _CONVERTERS:
-    raise ValueError(
-      f'No PyTorch converter for model {name!r}; converters exist for: '
-      f'{", ".join(sorted(_CONVERTERS))}.'
-    )
+  convert = converter(name)
   state_dict = torch_convert.load_state_dict(
     state_dict_or_path, weights_only=weights_only
   )
-  return _CONVERTERS[name](state_dict, ignore=tuple(ignore), rng=rng, **fields)
-
-
-def _resnet_converter(name: str) -> Converter:
-  """torchvision-layout ResNet: names map one to one, head is `fc`."""
-
-  def convert(state_dict, *, ignore, rng, **fields):
-    from ferjax import models  # Imports flax models only when used.
-
-    model = models.get_model(name, **fields)
-    torch_convert.check_head(state_dict, 'fc', model.num_classes, ignore)
-    return torch_convert.convert_module(
-      model, state_dict, input_shape=(1, 32, 32, 3), ignore=ignore, rng=rng
-    )
-
-  return convert
-
-
-for _name in ('resnet18', 'resnet34'):
-  register_converter(_name)(_resnet_converter(_name))
-
-
-# Converters in their own modules register themselves on import.
-from ferjax.weights import convnext  # noqa: E402, F401
-from ferjax.weights import gcsa  # noqa: E402, F401
-from ferjax.weights import irse  # noqa: E402, F401
-from ferjax.weights import jadfer  # noqa: E402, F401
-from ferjax.weights import manet  # noqa: E402, F401
+  return convert(
+    state_dict,
+    spec=models.get_spec(name),
+    ignore=tuple(ignore),
+    rng=rng,
+    **fields,
+  )

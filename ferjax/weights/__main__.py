@@ -27,12 +27,6 @@ from ferjax.weights import saved
 from ferjax.weights import torch_convert
 
 
-def _drop_subtree(tree: dict, path: tuple[str, ...]) -> None:
-  for key in path[:-1]:
-    tree = tree.get(key, {})
-  tree.pop(path[-1], None)
-
-
 def convert(
   model: str,
   src: str,
@@ -61,9 +55,8 @@ def convert(
   if num_classes is not None:
     fields['num_classes'] = num_classes
   variables = weights.from_torch(model, src, ignore=ignore, **fields)
-  for prefix in ignore:  # Converted at random init: not worth keeping.
-    for tree in variables.values():
-      _drop_subtree(tree, torch_convert.module_path(prefix.rstrip('.')))
+  # Converted at random init: not worth keeping.
+  torch_convert.drop_modules(variables, ignore)
   head = fields.get('num_classes', 7)  # get_model's default.
   meta = {
     'model': model,

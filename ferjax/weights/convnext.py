@@ -1,32 +1,12 @@
-"""PyTorch -> Flax converters for ConvNeXt and MFER.
+"""PyTorch -> Flax converter for ConvNeXt ('convnext', 'convnext_base').
 
-'convnext_base' and 'convnext' read the facebookresearch ConvNeXt
-checkpoints (`downsample_layers.{i}.{0,1}`, `stages.{i}.{j}.{dwconv, norm,
-pwconv1, pwconv2, gamma}`, `norm`, `head`); the names map one to one onto
+It reads the facebookresearch ConvNeXt checkpoints
+(`downsample_layers.{i}.{0,1}`, `stages.{i}.{j}.{dwconv, norm, pwconv1,
+pwconv2, gamma}`, `norm`, `head`); the names map one to one onto
 `ferjax.models.backbones.convnext`. A head of another class count (the
 ImageNet-22k checkpoint has 21,841 outputs) is refused unless
-`ignore=('head.',)`, which keeps a fresh head, as for the ResNets.
-
-'mfer' reads two sources and picks one from the keys (`source='auto'`, the
-default, so that `config.init_from=convnext_base_22k_224.pth` works):
-
-* 'mfer': an MFER state_dict in the official layout, i.e. the ConvNeXt trunk
-  with DS attention as the last module of stages 3 and 4 (`stages.2.27.*`
-  and `stages.3.3.*` for ConvNeXt-B: `key.0`, `key.2`, `value`, `attn`,
-  `norm`) and the Msc heads as the official `Msc` module names them,
-  `msc.{0,1,2}.{fc1,fc2}`. The official training script keeps the heads
-  outside the model and saves the model alone; without `msc.*` keys the heads
-  keep a fresh init. Heads of another class count are re-initialised.
-* 'convnext': a plain ConvNeXt checkpoint (ImageNet-1k or 22k). The trunk
-  loads; its `head` is unused; DS attention, the Msc heads and the DSF
-  centres keep a fresh init.
-
-The DSF centres have no official tensor and always start fresh. What was
-loaded, left unused and initialised is logged (and returned by `convert`):
-
-    variables = ferjax.weights.from_torch(
-        'mfer', 'convnext_base_22k_224.pth', num_classes=7)
-    variables, report = ferjax.weights.convnext.convert(state_dict)
+`ignore=('head.',)`, which keeps a fresh head, as for the ResNets. MFER's
+converter, which also reads these checkpoints, is `ferjax.weights.mfer`.
 
 Linear weights become transposed Dense kernels, conv weights OIHW become
 HWIO (the depthwise (C, 1, 7, 7) ones (7, 7, 1, C), for
@@ -34,191 +14,29 @@ HWIO (the depthwise (C, 1, 7, 7) ones (7, 7, 1, C), for
 the block's layer-scale parameter (`ferjax.weights.torch_convert`).
 """
 
-import re
-from collections.abc import Iterable
 from collections.abc import Mapping
 from typing import Any
 
 import jax
 import numpy as np
-from absl import logging
-from flax import traverse_util
 
-from ferjax import weights
 from ferjax.weights import torch_convert
 
-SOURCES = ('mfer', 'convnext', 'auto')
-
 # The smallest input ConvNeXt accepts: one pixel after the last stage.
-_INPUT_SHAPE = (1, 32, 32, 3)
-_MAX_LISTED = 12
-_DS_ATTENTION = re.compile(r'stages\.\d+\.\d+\.(key|value|attn)\.')
-_STEM = 'downsample_layers.0.0.weight'
-_NUM_HEADS = 3
+INPUT_SHAPE = (1, 32, 32, 3)
 
 
-def detect_source(state_dict: Mapping[str, Any]) -> str:
-  """Returns 'mfer' or 'convnext' from a cleaned state_dict's keys.
-
-  Raises:
-    ValueError: the keys fit neither (another architecture).
-  """
-  if any(_DS_ATTENTION.match(k) or k.startswith('msc.') for k in state_dict):
-    return 'mfer'
-  if _STEM in state_dict:
-    return 'convnext'
-  keys = sorted(state_dict)
-  raise ValueError(
-    'The checkpoint is neither an MFER (no stages.*.*.key/value/attn or '
-    f'msc.* keys) nor an official-layout ConvNeXt (no {_STEM}); it holds '
-    f'{len(keys)} tensors, e.g. {", ".join(keys[:_MAX_LISTED]) or "none"}.'
-  )
-
-
-def _check_source(requested: str, found: str) -> None:
-  if requested not in SOURCES:
-    raise ValueError(f'source={requested!r}; use one of {SOURCES}.')
-  if requested not in ('auto', found):
-    raise ValueError(
-      f"source={requested!r} but the checkpoint's keys are those of a "
-      f"{found} checkpoint; pass source={found!r} or 'auto'."
-    )
-
-
-def _heads_mismatch(
-  state_dict: Mapping[str, np.ndarray], num_classes: int, ignore: tuple
-) -> bool:
-  keys = [f'msc.{i}.fc2.weight' for i in range(_NUM_HEADS)]
-  return any(
-    state_dict[k].shape[0] != num_classes
-    for k in keys
-    if k in state_dict and not k.startswith(ignore)
-  )
-
-
-def _initialised(
-  variables: Mapping[str, Any], used: Mapping[str, np.ndarray]
-) -> tuple[str, ...]:
-  """Top-level Flax names with a leaf that no used torch key filled."""
-  loaded = {torch_convert.module_path(k.rpartition('.')[0]) for k in used}
-  return tuple(
-    sorted(
-      {
-        key[1]
-        for key in traverse_util.flatten_dict(dict(variables))
-        if tuple(key[1:-1]) not in loaded
-      }
-    )
-  )
-
-
-def convert(
-  state_dict: Mapping[str, Any],
-  *,
-  source: str = 'auto',
-  ignore: Iterable[str] = (),
-  rng: int | jax.Array = 0,
-  **fields: Any,
-) -> tuple[dict[str, Any], torch_convert.Report]:
-  """Converts an MFER or ConvNeXt state_dict into MFER variables.
-
-  Args:
-    state_dict: torch tensors or arrays by name; `module.` prefixes are
-      accepted.
-    source: 'mfer', 'convnext' or 'auto' (from the keys).
-    ignore: torch key prefixes not to load (their layers keep a fresh
-      init), e.g. `('msc.',)`.
-    rng: seed or key of the fresh initialisation.
-    **fields: MFER fields, as for `ferjax.models.get_model('mfer', ...)`.
-
-  Returns:
-    ({'params': ...} of float32 numpy arrays, Report).
-
-  Raises:
-    ValueError: the checkpoint is of another architecture or source, or does
-      not fit the model's depths and dims; the message names the keys.
-  """
-  from ferjax import models  # Imports the Flax models only when used.
-
-  state_dict = torch_convert.load_state_dict(state_dict)
-  found = detect_source(state_dict)
-  _check_source(source, found)
-  model = models.get_model('mfer', **fields)
-  ignore = tuple(ignore)
-
-  # Flax-side prefixes that no torch key of this source fills.
-  fresh = ('dsf_centers',)
-  heads_reinitialised = False
-  if found == 'convnext':
-    ignore += ('head.',)
-    fresh += tuple(f'stages.{i}.{model.depths[i]}.' for i in (2, 3))
-    fresh += ('msc.',)
-  else:
-    heads_reinitialised = _heads_mismatch(state_dict, model.num_classes, ignore)
-    if heads_reinitialised:
-      ignore += tuple(f'msc.{i}.fc2.' for i in range(_NUM_HEADS))
-    if not any(k.startswith('msc.') for k in state_dict):
-      fresh += ('msc.',)
-  unused = sorted(k for k in state_dict if k.startswith(ignore))
-  used = {k: v for k, v in state_dict.items() if not k.startswith(ignore)}
-
-  try:
-    variables = torch_convert.convert_module(
-      model,
-      used,
-      input_shape=_INPUT_SHAPE,
-      ignore=ignore + fresh,
-      rng=rng,
-    )
-  except ValueError as e:
-    raise ValueError(
-      f'The {found} checkpoint does not fit MFER(depths='
-      f'{tuple(model.depths)}, dims={tuple(model.dims)}): {e}'
-    ) from e
-
-  report = torch_convert.Report(
-    model='MFER',
-    source=found,
-    loaded=tuple(sorted(used)),
-    unused=tuple(unused),
-    initialised=_initialised(variables, used),
-    heads_reinitialised=heads_reinitialised,
-    heads='The Msc heads fc2',
-  )
-  logging.info('%s', report.summary())
-  return variables, report
-
-
-@weights.register_converter('mfer')
-def _from_torch(
+def from_torch(
   state_dict: Mapping[str, np.ndarray],
   *,
+  spec: Any,
   ignore: tuple[str, ...],
   rng: int | jax.Array,
-  source: str = 'auto',
   **fields: Any,
 ) -> dict[str, Any]:
-  """`convert` for `ferjax.weights.from_torch`; the report is logged."""
-  variables, _ = convert(
-    state_dict, source=source, ignore=ignore, rng=rng, **fields
+  """Variables of `spec`'s ConvNeXt from an official-layout state_dict."""
+  model = spec.build(**fields)
+  torch_convert.check_head(state_dict, 'head', model.num_classes, ignore)
+  return torch_convert.convert_module(
+    model, state_dict, input_shape=INPUT_SHAPE, ignore=ignore, rng=rng
   )
-  return variables
-
-
-def _convnext_converter(name: str) -> weights.Converter:
-  """Official-layout ConvNeXt: names map one to one, the head is `head`."""
-
-  def convert_convnext(state_dict, *, ignore, rng, **fields):
-    from ferjax import models  # Imports the Flax models only when used.
-
-    model = models.get_model(name, **fields)
-    torch_convert.check_head(state_dict, 'head', model.num_classes, ignore)
-    return torch_convert.convert_module(
-      model, state_dict, input_shape=_INPUT_SHAPE, ignore=ignore, rng=rng
-    )
-
-  return convert_convnext
-
-
-for _name in ('convnext', 'convnext_base'):
-  weights.register_converter(_name)(_convnext_converter(_name))

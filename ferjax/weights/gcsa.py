@@ -40,7 +40,6 @@ import numpy as np
 from absl import logging
 from flax import traverse_util
 
-from ferjax import weights
 from ferjax.layers import gcsa_attention
 from ferjax.weights import torch_convert
 
@@ -184,16 +183,17 @@ def convert(
   return variables, report
 
 
-@weights.register_converter('gcsa')
-def _from_torch(
+def from_torch(
   state_dict: Mapping[str, np.ndarray],
   *,
+  spec: Any,
   ignore: tuple[str, ...],
   rng: int | jax.Array,
   image_size: int = INPUT_SIZE,
   **fields: Any,
 ) -> dict[str, Any]:
   """`convert` for `ferjax.weights.from_torch`; the report is logged."""
+  del spec  # Always 'gcsa'.
   variables, _ = convert(
     state_dict, ignore=ignore, rng=rng, image_size=image_size, **fields
   )

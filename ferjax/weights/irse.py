@@ -30,7 +30,6 @@ import numpy as np
 from absl import logging
 from flax import traverse_util
 
-from ferjax import weights
 from ferjax.weights import torch_convert
 
 HEAD = 'head.'
@@ -216,22 +215,15 @@ def convert_trunk(
   return variables
 
 
-def _converter(name: str) -> weights.Converter:
-  """`convert` for `ferjax.weights.from_torch` under model `name`."""
-
-  def convert_model(state_dict, *, ignore, rng, **fields):
-    from ferjax import models  # Imports the Flax models only when used.
-
-    model = models.get_model(name, **fields)
-    fields = {
-      'num_layers': model.num_layers,
-      'mode': model.mode,
-      **fields,
-    }
-    return convert(state_dict, ignore=ignore, rng=rng, **fields)[0]
-
-  return convert_model
-
-
-for _name in ('irse', 'ir50'):
-  weights.register_converter(_name)(_converter(_name))
+def from_torch(
+  state_dict: Mapping[str, Any],
+  *,
+  spec: Any,
+  ignore: tuple[str, ...],
+  rng: int | jax.Array,
+  **fields: Any,
+) -> dict[str, Any]:
+  """`convert` for `ferjax.weights.from_torch` ('irse', 'ir50')."""
+  model = spec.build(**fields)
+  fields = {'num_layers': model.num_layers, 'mode': model.mode, **fields}
+  return convert(state_dict, ignore=ignore, rng=rng, **fields)[0]

@@ -17,24 +17,21 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from ferjax import weights
 from ferjax.weights import irse as irse_weights
 
 INPUT_SIZE = 112
 
 
-@weights.register_converter('jadfer')
-def _from_torch(
+def from_torch(
   state_dict: Mapping[str, np.ndarray],
   *,
+  spec: Any,
   ignore: tuple[str, ...],
   rng: int | jax.Array,
   **fields: Any,
 ) -> dict[str, Any]:
   """JADFER variables with the backbone from a face.evoLVe checkpoint."""
-  from ferjax import models  # Imports the Flax models only when used.
-
-  model = models.get_model('jadfer', **fields)
+  model = spec.build(**fields)
   trunk = irse_weights.convert_trunk(
     state_dict,
     num_layers=model.num_layers,

@@ -34,7 +34,6 @@ import numpy as np
 from absl import logging
 from flax import traverse_util
 
-from ferjax import weights
 from ferjax.weights import torch_convert
 
 SOURCES = ('manet', 'resnet18', 'auto')
@@ -229,10 +228,10 @@ def convert(
   return variables, report
 
 
-@weights.register_converter('manet')
-def _from_torch(
+def from_torch(
   state_dict: Mapping[str, np.ndarray],
   *,
+  spec: Any,
   ignore: tuple[str, ...],
   rng: int | jax.Array,
   source: str = 'manet',
@@ -240,6 +239,7 @@ def _from_torch(
   **fields: Any,
 ) -> dict[str, Any]:
   """`convert` for `ferjax.weights.from_torch`; the report is logged."""
+  del spec  # Always 'manet'.
   variables, _ = convert(
     state_dict,
     source=source,

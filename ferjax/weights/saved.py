@@ -87,6 +87,12 @@ def save(
   return out_dir
 
 
+def read_meta(path: str | os.PathLike) -> dict:
+  """The facts `save` wrote beside the arrays (model, fields, source)."""
+  with open(os.path.join(os.fspath(path), META)) as f:
+    return json.load(f)
+
+
 def load(path: str | os.PathLike) -> tuple[dict, dict]:
   """Reads a directory written by `save`.
 
@@ -105,8 +111,7 @@ def load(path: str | os.PathLike) -> tuple[dict, dict]:
       f'{path!r} is not a converted-weights directory (it needs {ARRAYS} and '
       f'{META}); write one with python -m ferjax.weights convert.'
     )
-  with open(os.path.join(path, META)) as f:
-    meta = json.load(f)
+  meta = read_meta(path)
   with np.load(os.path.join(path, ARRAYS), allow_pickle=False) as data:
     flat = {tuple(key.split(_SEP)): data[key] for key in data.files}
   return traverse_util.unflatten_dict(flat), meta

@@ -154,6 +154,17 @@ def module_path(torch_module: str) -> tuple[str, ...]:
   return tuple(path)
 
 
+def drop_modules(variables: Mapping[str, Any], prefixes) -> None:
+  """Deletes, in place, the modules of torch key `prefixes` (e.g. 'fc.')
+  from every collection of `variables`, where present."""
+  for prefix in prefixes:
+    path = module_path(prefix.rstrip('.'))
+    for tree in variables.values():
+      for key in path[:-1]:
+        tree = tree.get(key, {})
+      tree.pop(path[-1], None)
+
+
 def convert_state_dict(
   state_dict: Mapping[str, np.ndarray],
 ) -> dict[FlaxKey, tuple[str, np.ndarray]]:

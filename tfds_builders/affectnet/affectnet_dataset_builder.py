@@ -43,9 +43,9 @@ import cv2
 import numpy as np
 import tensorflow_datasets as tfds
 
-from ferjax.data import manual
 from ferjax.labels import EXPRESSIONS
 from ferjax.labels import class_names
+from tfds_builders import manual_data
 
 SPLITS = ('train', 'test')
 # Original release: label lists and image folder.
@@ -145,8 +145,10 @@ class Row:
   box: tuple[float, float, float, float] | None = None
 
 
-def _error(where: manual.PathLike, problem: str) -> manual.ManualDataError:
-  return manual.ManualDataError(
+def _error(
+  where: manual_data.PathLike, problem: str
+) -> manual_data.ManualDataError:
+  return manual_data.ManualDataError(
     f'{where}: {problem}. Restore the file from the download.'
   )
 
@@ -155,22 +157,24 @@ def find_release(manual_dir: os.PathLike | str) -> tuple[str, pathlib.Path]:
   """Returns ('original' or 'npy', the release folder) inside `manual_dir`.
 
   Raises:
-    manual.ManualDataError: naming every path tried, for both releases.
+    manual_data.ManualDataError: naming every path tried, for both releases.
   """
   errors = []
   for kind, marker in (('original', CSV_DIR), ('npy', NPY_DIRS['train'])):
     try:
-      return kind, manual.find_release_dir(manual_dir, marker, RELEASE_DIRS, '')
-    except manual.ManualDataError as e:
+      return kind, manual_data.find_release_dir(
+        manual_dir, marker, RELEASE_DIRS, ''
+      )
+    except manual_data.ManualDataError as e:
       errors.append(str(e).strip())
-  raise manual.ManualDataError(
+  raise manual_data.ManualDataError(
     f'No AffectNet release in {manual_dir}: {" ".join(errors)} {_MANUAL_HELP}'
   )
 
 
 def find_image_dir(release_dir: pathlib.Path) -> pathlib.Path:
   """`Manually_Annotated_Images/` of the original release."""
-  parent = manual.find_release_dir(
+  parent = manual_data.find_release_dir(
     release_dir, IMAGE_DIR, IMAGE_PARENTS, _MANUAL_HELP
   )
   return parent / IMAGE_DIR
@@ -178,7 +182,7 @@ def find_image_dir(release_dir: pathlib.Path) -> pathlib.Path:
 
 def _require(path: pathlib.Path) -> pathlib.Path:
   if not path.exists():
-    raise manual.ManualDataError(f'{path} not found. {_MANUAL_HELP}')
+    raise manual_data.ManualDataError(f'{path} not found. {_MANUAL_HELP}')
   return path
 
 
@@ -189,14 +193,14 @@ def _float(text) -> float:
     return math.nan
 
 
-def _number(text: str, what: str, where: manual.PathLike) -> float:
+def _number(text: str, what: str, where: manual_data.PathLike) -> float:
   value = _float(text)
   if not math.isfinite(value):
     raise _error(where, f'{what} {text!r} is not a number')
   return value
 
 
-def _label(value, where: manual.PathLike) -> int:
+def _label(value, where: manual_data.PathLike) -> int:
   """Checks an expression id is an integer in 0..10."""
   label = _float(value)
   if not (label.is_integer() and int(label) in AFFECTNET_NAMES):
@@ -204,7 +208,7 @@ def _label(value, where: manual.PathLike) -> int:
   return int(label)
 
 
-def _landmarks(values: list[float], where: manual.PathLike) -> np.ndarray:
+def _landmarks(values: list[float], where: manual_data.PathLike) -> np.ndarray:
   if len(values) != 2 * NUM_LANDMARKS:
     raise _error(
       where, f'{len(values)} landmark values, expected 136 (68 x, y pairs)'
@@ -242,13 +246,13 @@ def read_csv(path: pathlib.Path) -> list[tuple[int, dict]]:
     (line number, `parse_csv_line` values) per data line, in file order.
 
   Raises:
-    manual.ManualDataError: naming the file and line of the first bad line.
+    manual_data.ManualDataError: naming the file and line of the first bad line.
   """
   rows = []
   header = [c.lower() for c in COLUMNS]
   with open(path, newline='', encoding='utf-8-sig') as f:  # BOM or not
     for lineno, fields in enumerate(csv.reader(f), start=1):
-      where = manual.where(path, lineno)
+      where = manual_data.where(path, lineno)
       if not ''.join(fields).strip():
         continue
       if not rows and fields[0].strip().lower() == header[0]:
@@ -257,7 +261,7 @@ def read_csv(path: pathlib.Path) -> list[tuple[int, dict]]:
         continue
       rows.append((lineno, parse_csv_line(fields, where)))
   if not rows:
-    raise manual.ManualDataError(f'{path} lists no images. {_MANUAL_HELP}')
+    raise manual_data.ManualDataError(f'{path} lists no images. {_MANUAL_HELP}')
   return rows
 
 
@@ -296,7 +300,7 @@ def list_npy(split_dir: pathlib.Path) -> list[str]:
     key=lambda i: (0, int(i), '') if i.isdigit() else (1, 0, i),
   )
   if not ids:
-    raise manual.ManualDataError(f'{ann_dir} holds no *_exp.npy files.')
+    raise manual_data.ManualDataError(f'{ann_dir} holds no *_exp.npy files.')
   return ids
 
 
@@ -337,10 +341,10 @@ def read_image(row: Row) -> tuple[bytes, np.ndarray]:
   data = row.path.read_bytes()
   where = f'{row.path} (listed at {row.where})'
   if not data:  # cv2 raises its own error on empty input.
-    raise manual.ManualDataError(
+    raise manual_data.ManualDataError(
       f'{where}: empty file. Replace it with the file from the release.'
     )
-  return data, manual.decode_image(data, where, channels=(1, 3, 4))
+  return data, manual_data.decode_image(data, where, channels=(1, 3, 4))
 
 
 def is_known_broken(row: Row) -> str | None:
@@ -351,7 +355,7 @@ def is_known_broken(row: Row) -> str | None:
     return 'missing'
   try:
     read_image(row)
-  except manual.ManualDataError:
+  except manual_data.ManualDataError:
     return 'undecodable'
   return None
 
@@ -394,7 +398,7 @@ def make_example(row: Row, cfg: AffectNetConfig) -> dict:
   shrink factor.
 
   Raises:
-    manual.ManualDataError: naming the file and where it is listed, if the
+    manual_data.ManualDataError: naming the file and where it is listed, if the
       image does not decode or the box lies outside it.
   """
   data, img = read_image(row)
@@ -432,7 +436,7 @@ def original_rows(release_dir: pathlib.Path) -> list[Row]:
     path = _require(release_dir / CSV_DIR / CSV_FILES[split])
     for lineno, values in read_csv(path):
       rel = values.pop('id')
-      where = manual.where(path, lineno)
+      where = manual_data.where(path, lineno)
       image = image_dir / rel
       rows.append(Row(split, str(lineno), rel, where, image, **values))
   return rows
@@ -442,8 +446,8 @@ def npy_rows(release_dir: pathlib.Path) -> list[Row]:
   """Every annotated image of the newer release.
 
   Raises:
-    manual.ManualDataError: listing every missing annotation file, or naming
-      the first unreadable or out-of-range one.
+    manual_data.ManualDataError: listing every missing annotation file, or
+      naming the first unreadable or out-of-range one.
   """
   dirs = {s: _require(release_dir / NPY_DIRS[s]) for s in SPLITS}
   ids = {s: list_npy(d) for s, d in dirs.items()}
@@ -456,7 +460,7 @@ def npy_rows(release_dir: pathlib.Path) -> list[Row]:
   ]
   if missing:
     shown = '\n  '.join(missing[:10])
-    raise manual.ManualDataError(
+    raise manual_data.ManualDataError(
       f'{len(missing)} annotation file(s) are missing:\n  {shown}\n'
       f'Unpack the complete `annotations/` folders into {release_dir}.'
     )
@@ -577,14 +581,14 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     read = original_rows if kind == 'original' else npy_rows
     kept, dropped = select(read(release_dir), self.builder_config.num_classes)
     logging.info('affectnet: dropped (not in this config) %s', dropped)
-    report = manual.SkipReport()
+    report = manual_data.SkipReport()
     for row in kept:
       if reason := is_known_broken(row):
         report.add(row.split, row.id, f'known broken file, {reason}')
     skipped = {(s['split'], s['file']) for s in report.skipped}
     kept = [r for r in kept if (r.split, r.id) not in skipped]
     # Check every image up front so a bad release fails before writing.
-    manual.check_files_exist(
+    manual_data.check_files_exist(
       ((r.path, r.where) for r in kept),
       f'Unpack the complete release into {release_dir}.',
     )

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from ferjax.data import build
-from ferjax.data import manual
 from ferjax.labels import EXPRESSIONS
 from ferjax.labels import EXPRESSIONS_7
+from tfds_builders import manual_data
 from tfds_builders.affectnet import affectnet_dataset_builder as affectnet
 
 DUMMY = pathlib.Path(__file__).parent / 'dummy_data'
@@ -301,7 +301,7 @@ def test_missing_known_broken_file_is_skipped(tmp_path, original):
 
 
 def _fails(tmp_path, manual_dir, match, config='7class'):
-  with pytest.raises(manual.ManualDataError, match=match) as info:
+  with pytest.raises(manual_data.ManualDataError, match=match) as info:
     _build(tmp_path, manual_dir, config)
   assert not build.is_built('affectnet', config, tmp_path / 'tfds')
   return str(info.value)

@@ -16,14 +16,15 @@ import pathlib
 
 import tensorflow_datasets as tfds
 
-from ferjax.data import manual
 from ferjax.labels import EXPRESSIONS_7
+from tfds_builders import class_folders
+from tfds_builders import manual_data
 
 SPLITS = ('train', 'test')
 RELEASE_DIR = 'CAER-S'
 # CAER-S class folder -> its expression name: Angry (train) or Anger (test),
 # Disgust, Fear, Happy, Neutral, Sad, Surprise.
-CAER_NAMES = {**manual.EXPRESSION_FOLDERS, 'Anger': 'anger'}
+CAER_NAMES = {**manual_data.EXPRESSION_FOLDERS, 'Anger': 'anger'}
 # CAER-S class folder -> index into `ferjax.labels.EXPRESSIONS_7`.
 CAER_TO_CANONICAL = {k: EXPRESSIONS_7.index(v) for k, v in CAER_NAMES.items()}
 EXTENSIONS = ('.png',)
@@ -46,10 +47,10 @@ def find_release(manual_dir: os.PathLike | str) -> pathlib.Path:
     manual_dir: `CAER-S/` itself or the folder containing it.
 
   Raises:
-    manual.ManualDataError: naming the paths tried if neither holds
+    manual_data.ManualDataError: naming the paths tried if neither holds
       `train/`.
   """
-  return manual.find_release_dir(
+  return manual_data.find_release_dir(
     manual_dir, SPLITS[0], (RELEASE_DIR,), _MANUAL_HELP
   )
 
@@ -77,7 +78,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   def _info(self) -> tfds.core.DatasetInfo:
     """Returns the dataset metadata."""
     return self.dataset_info_from_configs(
-      features=manual.class_folder_features(
+      features=class_folders.class_folder_features(
         EXPRESSIONS_7, 'png', ', '.join(sorted(CAER_NAMES))
       ),
       supervised_keys=('image', 'label'),
@@ -88,13 +89,13 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     """Lists and checks both splits, then returns their generators."""
     release = find_release(dl_manager.manual_dir)
     files = {
-      split: manual.class_folder_files(
+      split: class_folders.class_folder_files(
         release / split, CAER_TO_CANONICAL, EXTENSIONS, _FIX
       )
       for split in SPLITS
     }
     return {split: self._generate_examples(f) for split, f in files.items()}
 
-  def _generate_examples(self, files: list[manual.ClassFile]):
+  def _generate_examples(self, files: list[class_folders.ClassFile]):
     """Yields (id, example) for the files of one split."""
-    return manual.class_folder_examples(files)
+    return class_folders.class_folder_examples(files)

@@ -9,8 +9,8 @@ import pytest
 import tensorflow_datasets as tfds
 
 from ferjax.data import build
-from ferjax.data import manual
 from ferjax.labels import EXPRESSIONS_7
+from tfds_builders import manual_data
 from tfds_builders.caer_s import caer_s_dataset_builder as caer_s
 
 DUMMY = pathlib.Path(__file__).parent / 'dummy_data'
@@ -118,7 +118,9 @@ def test_folder_without_release(tmp_path):
   other = tmp_path / 'other'
   (other / 'CAER').mkdir(parents=True)
   (other / 'readme.txt').write_text('x')
-  with pytest.raises(manual.ManualDataError, match='train not found') as info:
+  with pytest.raises(
+    manual_data.ManualDataError, match='train not found'
+  ) as info:
     _build(tmp_path, other)
   tried = f'tried {other / "train"}, {other / "CAER-S" / "train"}.'
   assert tried in str(info.value)
@@ -168,7 +170,7 @@ BROKEN = {
 def test_broken_release_is_named_and_nothing_is_built(tmp_path, copy, case):
   breaks, expected = BROKEN[case]
   breaks(copy)
-  with pytest.raises(manual.ManualDataError) as info:
+  with pytest.raises(manual_data.ManualDataError) as info:
     _build(tmp_path, copy.parent)
   for text in expected:
     assert f'{copy}{text}' in str(info.value)

@@ -10,8 +10,9 @@ Each CSV has a header line, then `<video id>,<label>` per clip: the id
 without zero padding (`1` is folder `00001`) and the label 1..7 (1 happy,
 2 sad, 3 neutral, 4 angry, 5 surprise, 6 disgust, 7 fear). Configs `fold1`
 ... `fold5` pick the fold; `fold<k>_112` store the same clips with frames
-shrunk to 112 px (`manual.ClipConfig.frame_size`). Labels are mapped into
-ferjax's canonical order; the dataset's own id is kept as `original_label`.
+shrunk to 112 px (`clip_folders.ClipBuilderConfig.frame_size`). Labels are
+mapped into ferjax's canonical order; the dataset's own id is kept as
+`original_label`.
 """
 
 import csv
@@ -22,8 +23,9 @@ import pathlib
 import numpy as np
 import tensorflow_datasets as tfds
 
-from ferjax.data import manual
 from ferjax.labels import EXPRESSIONS_7
+from tfds_builders import clip_folders
+from tfds_builders import manual_data
 
 SPLITS = ('train', 'test')
 FOLDS = (1, 2, 3, 4, 5)
@@ -64,7 +66,7 @@ _FIX = 'Restore the file or folder from the DFEW release.'
 
 
 @dataclasses.dataclass(kw_only=True)
-class DfewConfig(manual.ClipConfig):
+class DfewConfig(clip_folders.ClipBuilderConfig):
   """One fold of DFEW, with frames as shipped or resized.
 
   Attributes:
@@ -99,9 +101,9 @@ def find_release_dir(manual_dir: os.PathLike | str) -> pathlib.Path:
   """Returns the folder holding `EmoLabel_DataSplit/` given `--manual_dir`.
 
   Raises:
-    manual.ManualDataError: naming the paths tried if there is none.
+    manual_data.ManualDataError: naming the paths tried if there is none.
   """
-  return manual.find_release_dir(
+  return manual_data.find_release_dir(
     manual_dir, LIST_DIR, RELEASE_DIRS, _MANUAL_HELP
   )
 
@@ -116,7 +118,7 @@ def is_header(line: str) -> bool:
   return not next(csv.reader([line]))[0].strip().isdigit()
 
 
-def parse_line(line: str, clip_dir: pathlib.Path) -> manual.Clip:
+def parse_line(line: str, clip_dir: pathlib.Path) -> clip_folders.Clip:
   """Parses one CSV line `<video id>,<label>[,...]` into a clip.
 
   Args:
@@ -136,7 +138,7 @@ def parse_line(line: str, clip_dir: pathlib.Path) -> manual.Clip:
   if dfew_label not in DFEW_NAMES:
     raise ValueError(f'unknown label {label!r}; DFEW labels are 1..7')
   clip_id = video.lstrip('0').zfill(ID_DIGITS)
-  return manual.Clip(
+  return clip_folders.Clip(
     id=clip_id,
     folder=clip_dir / clip_id,
     label=DFEW_TO_CANONICAL[dfew_label],
@@ -151,25 +153,25 @@ def read_fold(release_dir: pathlib.Path, fold: int) -> dict:
     split -> its clips, with their frames listed.
 
   Raises:
-    manual.ManualDataError: naming a missing list, a malformed line, a
+    manual_data.ManualDataError: naming a missing list, a malformed line, a
       clip listed twice or in both splits, a missing or empty clip folder.
   """
   clip_dir = release_dir / CLIP_DIR
   if not clip_dir.is_dir():
-    raise manual.ManualDataError(
+    raise manual_data.ManualDataError(
       f'{clip_dir} not found: the frames of every clip go there. {_MANUAL_HELP}'
     )
   lists = {split: list_file(release_dir, split, fold) for split in SPLITS}
   for path in lists.values():
     if not path.is_file():
-      raise manual.ManualDataError(f'{path} not found. {_FIX}')
+      raise manual_data.ManualDataError(f'{path} not found. {_FIX}')
   splits = {
-    split: manual.read_clip_list(
+    split: clip_folders.read_clip_list(
       path, lambda line: parse_line(line, clip_dir), is_header, _FIX
     )
     for split, path in lists.items()
   }
-  return manual.list_frames(splits, _FIX)
+  return clip_folders.list_frames(splits, _FIX)
 
 
 class Builder(tfds.core.GeneratorBasedBuilder):
@@ -199,7 +201,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   def _info(self) -> tfds.core.DatasetInfo:
     """Returns the dataset metadata."""
     return self.dataset_info_from_configs(
-      features=manual.clip_features(
+      features=clip_folders.clip_features(
         EXPRESSIONS_7,
         tfds.features.Scalar(
           dtype=np.int64,
@@ -220,8 +222,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       split: self._generate_examples(clips) for split, clips in splits.items()
     }
 
-  def _generate_examples(self, clips: list[manual.Clip]):
+  def _generate_examples(self, clips: list[clip_folders.Clip]):
     """Yields (id, example) for the clips of one split."""
     size = self.builder_config.frame_size
     for clip in clips:
-      yield clip.id, manual.clip_example(clip, size)
+      yield clip.id, clip_folders.clip_example(clip, size)

@@ -10,8 +10,9 @@ import numpy as np
 import pytest
 
 from ferjax.data import build
-from ferjax.data import manual
 from ferjax.labels import EXPRESSIONS_7
+from tfds_builders import clip_folders
+from tfds_builders import manual_data
 from tfds_builders.dfew import dfew_dataset_builder as dfew
 
 DUMMY = pathlib.Path(__file__).parent / 'dummy_data'
@@ -126,7 +127,7 @@ def _shrunk(path: pathlib.Path) -> np.ndarray:
   """A frame as the 112 px configs store it, decoded as RGB."""
   bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
   if min(bgr.shape[:2]) > 112:
-    data = manual.shrink_frame(bgr, 112)
+    data = clip_folders.shrink_frame(bgr, 112)
     bgr = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
   return bgr[..., ::-1]
 
@@ -159,7 +160,7 @@ def release(tmp_path):
 
 def _fails(tmp_path, manual_dir, match):
   data_dir = tmp_path / 'tfds'
-  with pytest.raises(manual.ManualDataError, match=match) as info:
+  with pytest.raises(manual_data.ManualDataError, match=match) as info:
     build.build('dfew', 'fold1', data_dir, manual_dir=manual_dir)
   assert not build.is_built('dfew', 'fold1', data_dir)
   return str(info.value)

@@ -26,8 +26,8 @@ import cv2
 import numpy as np
 import tensorflow_datasets as tfds
 
-from ferjax.data import manual
 from ferjax.labels import EXPRESSIONS
+from tfds_builders import manual_data
 from tfds_builders.ferplus import vote_rules
 
 FER_FILE = 'fer2013.csv'
@@ -64,18 +64,18 @@ def find_inputs(
       `SEARCH_DIRS` subfolders (each file is looked for on its own).
 
   Raises:
-    manual.ManualDataError: naming every path tried for each missing file.
+    manual_data.ManualDataError: naming every path tried for each missing file.
   """
   found, missing = [], []
   for name in (FER_FILE, FERPLUS_FILE):
     try:
       found.append(
-        manual.find_release_dir(manual_dir, name, SEARCH_DIRS, '') / name
+        manual_data.find_release_dir(manual_dir, name, SEARCH_DIRS, '') / name
       )
-    except manual.ManualDataError as e:
+    except manual_data.ManualDataError as e:
       missing.append(str(e).strip())
   if missing:
-    raise manual.ManualDataError('\n'.join([*missing, _MANUAL_HELP]))
+    raise manual_data.ManualDataError('\n'.join([*missing, _MANUAL_HELP]))
   return found[0], found[1]
 
 
@@ -83,30 +83,30 @@ def _rows(path: pathlib.Path, header: tuple[str, ...]):
   """Yields (line, stripped fields) of each data row of a CSV file.
 
   Raises:
-    manual.ManualDataError: naming the file and line of a wrong header, a
+    manual_data.ManualDataError: naming the file and line of a wrong header, a
       row with another number of columns or an unknown Usage.
   """
   with path.open(newline='', encoding='utf-8-sig') as f:
     reader = csv.reader(f)
     first = [x.strip() for x in next(reader, [])]
     if tuple(first) != header:
-      raise manual.ManualDataError(
-        f'{manual.where(path, 1)}: header {",".join(first)[:60]!r}; '
+      raise manual_data.ManualDataError(
+        f'{manual_data.where(path, 1)}: header {",".join(first)[:60]!r}; '
         f'expected `{",".join(header)}` as in the official file. {_RESTORE}'
       )
     for fields in reader:
-      where = manual.where(path, reader.line_num)
+      where = manual_data.where(path, reader.line_num)
       if not fields:  # Blank lines carry nothing, e.g. a trailing one.
         continue
       fields = [x.strip() for x in fields]
       if len(fields) != len(header):
-        raise manual.ManualDataError(
+        raise manual_data.ManualDataError(
           f'{where}: {len(fields)} columns; expected {len(header)} '
           f'({",".join(header)}). {_RESTORE}'
         )
       usage = fields[header.index('Usage')]
       if usage not in SPLITS:
-        raise manual.ManualDataError(
+        raise manual_data.ManualDataError(
           f'{where}: unknown Usage {usage!r}; expected one of '
           f'{", ".join(SPLITS)}. {_RESTORE}'
         )
@@ -122,12 +122,12 @@ def parse_pixels(text: str, where: str) -> np.ndarray:
   """Parses FER2013's space-separated pixels into a 48x48 uint8 image.
 
   Raises:
-    manual.ManualDataError: starting with `where` if there are not 2304
+    manual_data.ManualDataError: starting with `where` if there are not 2304
       integers in 0..255.
   """
   tokens = text.split()
   if len(tokens) != NUM_PIXELS:
-    raise manual.ManualDataError(
+    raise manual_data.ManualDataError(
       f'{where}: {len(tokens)} pixel values; expected {NUM_PIXELS} '
       f'({IMAGE_SIZE}x{IMAGE_SIZE}). {_RESTORE}'
     )
@@ -136,7 +136,7 @@ def parse_pixels(text: str, where: str) -> np.ndarray:
     values = np.array(tokens, dtype=np.int64)
   if values is None or values.max() > 255:
     bad = next(t for t in tokens if not _is_count(t) or int(t) > 255)
-    raise manual.ManualDataError(
+    raise manual_data.ManualDataError(
       f'{where}: pixel value {bad!r} is not an integer in 0..255. {_RESTORE}'
     )
   return values.astype(np.uint8).reshape(IMAGE_SIZE, IMAGE_SIZE)
@@ -146,14 +146,14 @@ def read_fer2013(path: pathlib.Path) -> list[tuple[int, str, int, np.ndarray]]:
   """(line, Usage, emotion 0..6, 48x48 uint8 pixels) per row of fer2013.csv.
 
   Raises:
-    manual.ManualDataError: naming the file and line of the first bad row.
+    manual_data.ManualDataError: naming the file and line of the first bad row.
   """
   rows = []
   for lineno, fields in _rows(path, FER_HEADER):
-    where = manual.where(path, lineno)
+    where = manual_data.where(path, lineno)
     emotion, pixels, usage = fields
     if not _is_count(emotion) or int(emotion) >= NUM_FER_LABELS:
-      raise manual.ManualDataError(
+      raise manual_data.ManualDataError(
         f'{where}: emotion {emotion!r} is not a FER2013 label 0..6. {_RESTORE}'
       )
     rows.append((lineno, usage, int(emotion), parse_pixels(pixels, where)))
@@ -166,15 +166,15 @@ def read_ferplus(
   """(line, Usage, image name or '', 10 votes) per row of fer2013new.csv.
 
   Raises:
-    manual.ManualDataError: naming the file and line of the first bad row.
+    manual_data.ManualDataError: naming the file and line of the first bad row.
   """
   rows = []
   for lineno, fields in _rows(path, FERPLUS_HEADER):
-    where = manual.where(path, lineno)
+    where = manual_data.where(path, lineno)
     usage, name, *counts = fields
     for column, count in zip(vote_rules.VOTE_COLUMNS, counts, strict=True):
       if not _is_count(count):
-        raise manual.ManualDataError(
+        raise manual_data.ManualDataError(
           f'{where}: {column} vote count {count!r} is not a non-negative '
           f'integer. {_RESTORE}'
         )
@@ -209,18 +209,20 @@ def align(fer_path: pathlib.Path, ferplus_path: pathlib.Path) -> list[Row]:
   """Reads both files and pairs their rows by position.
 
   Raises:
-    manual.ManualDataError: for a malformed row, or if the files differ in
+    manual_data.ManualDataError: for a malformed row, or if the files differ in
       row count or in the Usage of a row.
   """
   fer = read_fer2013(fer_path)
   plus = read_ferplus(ferplus_path)
   if not plus:
-    raise manual.ManualDataError(f'{ferplus_path} has no data rows. {_RESTORE}')
+    raise manual_data.ManualDataError(
+      f'{ferplus_path} has no data rows. {_RESTORE}'
+    )
   if len(fer) != len(plus):
     n = min(len(fer), len(plus))
     longer, extra = (fer_path, fer) if len(fer) > n else (ferplus_path, plus)
-    raise manual.ManualDataError(
-      f'{manual.where(longer, extra[n][0])}: no matching row in the other '
+    raise manual_data.ManualDataError(
+      f'{manual_data.where(longer, extra[n][0])}: no matching row in the other '
       f'file ({fer_path}: {len(fer)} data rows, {ferplus_path}: '
       f'{len(plus)}). The files pair up row by row, so both must be '
       'complete (35,887 rows each).'
@@ -231,10 +233,10 @@ def align(fer_path: pathlib.Path, ferplus_path: pathlib.Path) -> list[Row]:
   ):
     line, usage, name, votes = plus_row
     if usage != usage_a:
-      raise manual.ManualDataError(
-        f'{manual.where(ferplus_path, line)}: Usage {usage!r}, but the same '
-        f'row of {manual.where(fer_path, line_a)} has {usage_a!r}. The files '
-        'pair up row by row; restore both from the downloads.'
+      raise manual_data.ManualDataError(
+        f'{manual_data.where(ferplus_path, line)}: Usage {usage!r}, but the '
+        f'same row of {manual_data.where(fer_path, line_a)} has {usage_a!r}. '
+        'The files pair up row by row; restore both from the downloads.'
       )
     rows.append(Row(index, line, SPLITS[usage], name, votes, emotion, pixels))
   return rows
@@ -264,7 +266,7 @@ def select(rows: Sequence[Row], config: str, source: str):
   """
   kept = {split: [] for split in SPLITS.values()}
   dropped = {split: {'unknown': 0, 'NF': 0} for split in SPLITS.values()}
-  skips = manual.SkipReport()
+  skips = manual_data.SkipReport()
   for key, row in zip(example_ids(rows), rows, strict=True):
     if not row.name:
       skips.add(row.split, f'{source}:{row.line}', 'no image name: not a face')

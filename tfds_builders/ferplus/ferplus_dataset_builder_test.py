@@ -15,8 +15,8 @@ import pytest
 import tensorflow_datasets as tfds
 
 from ferjax.data import build
-from ferjax.data import manual
 from ferjax.labels import EXPRESSIONS
+from tfds_builders import manual_data
 from tfds_builders.ferplus import ferplus_dataset_builder as ferplus
 from tfds_builders.ferplus import vote_rules
 
@@ -259,7 +259,7 @@ def release(tmp_path):
 
 
 def _fails(tmp_path, manual_dir, match):
-  with pytest.raises(manual.ManualDataError, match=match) as info:
+  with pytest.raises(manual_data.ManualDataError, match=match) as info:
     _build(tmp_path, manual_dir)
   assert not ferplus.Builder(data_dir=str(tmp_path / 'tfds')).is_prepared()
   return str(info.value)

@@ -9,9 +9,10 @@ Each list line is `<Scene>/<Emotion>/<clip id> <Emotion>`: the clip's
 folder under `2_ClipsforFaceCrop/` and its label word (Angry, Disgust, Fear,
 Happy, Neutral, Sad, Surprise), which must match the folder's emotion. A
 header line, if present, is skipped. Config `default` stores the frames as
-shipped, `112` shrinks them to 112 px (`manual.ClipConfig.frame_size`).
-Labels are mapped into ferjax's canonical order; the word is kept as
-`original_label` and the scene as `scene`.
+shipped, `112` shrinks them to 112 px
+(`clip_folders.ClipBuilderConfig.frame_size`). Labels are mapped into
+ferjax's canonical order; the word is kept as `original_label` and the scene
+as `scene`.
 """
 
 import os
@@ -20,8 +21,9 @@ import re
 
 import tensorflow_datasets as tfds
 
-from ferjax.data import manual
 from ferjax.labels import EXPRESSIONS_7
+from tfds_builders import clip_folders
+from tfds_builders import manual_data
 
 SPLITS = ('train', 'test')
 CLIP_DIR = '2_ClipsforFaceCrop'
@@ -34,7 +36,7 @@ RELEASE_DIRS = ('FERV39K', 'FERV39k', 'FERV39K/FERV39k')
 SMALL_FRAME = 112
 
 # Emotion folder / label word -> its expression name.
-FERV_NAMES = manual.EXPRESSION_FOLDERS
+FERV_NAMES = manual_data.EXPRESSION_FOLDERS
 # Emotion word -> index into `ferjax.labels.EXPRESSIONS_7`.
 FERV_TO_CANONICAL = {k: EXPRESSIONS_7.index(v) for k, v in FERV_NAMES.items()}
 
@@ -50,7 +52,7 @@ _FIX = 'Restore the file or folder from the FERV39K release.'
 def find_list_dir(manual_dir: os.PathLike | str) -> pathlib.Path:
   """Returns the `4_setups/All_scenes` folder given `--manual_dir`."""
   marker = LIST_DIR / LIST_FILES['train']
-  release = manual.find_release_dir(
+  release = manual_data.find_release_dir(
     manual_dir, marker, RELEASE_DIRS, _MANUAL_HELP
   )
   return release / LIST_DIR
@@ -62,7 +64,7 @@ def find_clip_dir(manual_dir: os.PathLike | str) -> pathlib.Path:
   A zip unpacked into a folder of its own name
   (`2_ClipsforFaceCrop/2_ClipsforFaceCrop/<Scene>`) is accepted too.
   """
-  release = manual.find_release_dir(
+  release = manual_data.find_release_dir(
     manual_dir, CLIP_DIR, RELEASE_DIRS, _MANUAL_HELP
   )
   clip_dir = release / CLIP_DIR
@@ -75,7 +77,7 @@ def is_header(line: str) -> bool:
   return not fields or not re.search(r'[/\\]', fields[0])
 
 
-def parse_line(line: str, clip_dir: pathlib.Path) -> manual.Clip:
+def parse_line(line: str, clip_dir: pathlib.Path) -> clip_folders.Clip:
   """Parses one list line `<Scene>/<Emotion>/<clip id> <Emotion>`.
 
   Quotes are ignored (the line may be quoted as one CSV field), a comma may
@@ -103,7 +105,7 @@ def parse_line(line: str, clip_dir: pathlib.Path) -> manual.Clip:
   if parts[1] != word:
     raise ValueError(f'label {word!r} but the path is in {parts[1]}/')
   clip_id = '/'.join(parts)
-  return manual.Clip(
+  return clip_folders.Clip(
     id=clip_id,
     folder=clip_dir.joinpath(*parts),
     label=FERV_TO_CANONICAL[word],
@@ -118,7 +120,7 @@ def read_splits(manual_dir: os.PathLike | str) -> dict:
     split -> its clips, with their frames listed.
 
   Raises:
-    manual.ManualDataError: naming a missing list or clip folder, a
+    manual_data.ManualDataError: naming a missing list or clip folder, a
       malformed line, a clip listed twice or in both splits, an empty clip
       folder.
   """
@@ -128,11 +130,11 @@ def read_splits(manual_dir: os.PathLike | str) -> dict:
   for split, name in LIST_FILES.items():
     path = list_dir / name
     if not path.is_file():
-      raise manual.ManualDataError(f'{path} not found. {_FIX}')
-    splits[split] = manual.read_clip_list(
+      raise manual_data.ManualDataError(f'{path} not found. {_FIX}')
+    splits[split] = clip_folders.read_clip_list(
       path, lambda line: parse_line(line, clip_dir), is_header, _FIX
     )
-  return manual.list_frames(splits, _FIX)
+  return clip_folders.list_frames(splits, _FIX)
 
 
 class Builder(tfds.core.GeneratorBasedBuilder):
@@ -142,10 +144,10 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   RELEASE_NOTES = {'1.0.0': 'Initial release.'}
   # The first config is the default.
   BUILDER_CONFIGS = [
-    manual.ClipConfig(
+    clip_folders.ClipBuilderConfig(
       name='default', description='Frames as shipped (JPEG face crops).'
     ),
-    manual.ClipConfig(
+    clip_folders.ClipBuilderConfig(
       name=str(SMALL_FRAME),
       description=f'Frames shrunk to {SMALL_FRAME} px.',
       frame_size=SMALL_FRAME,
@@ -172,7 +174,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   def _info(self) -> tfds.core.DatasetInfo:
     """Returns the dataset metadata."""
     return self.dataset_info_from_configs(
-      features=manual.clip_features(
+      features=clip_folders.clip_features(
         EXPRESSIONS_7,
         tfds.features.Text(
           doc=f'Label word as listed: {", ".join(FERV_NAMES)}.'
@@ -191,9 +193,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       split: self._generate_examples(clips) for split, clips in splits.items()
     }
 
-  def _generate_examples(self, clips: list[manual.Clip]):
+  def _generate_examples(self, clips: list[clip_folders.Clip]):
     """Yields (id, example) for the clips of one split."""
     size = self.builder_config.frame_size
     for clip in clips:
       scene = clip.id.split('/', 1)[0]
-      yield clip.id, {**manual.clip_example(clip, size), 'scene': scene}
+      yield clip.id, {**clip_folders.clip_example(clip, size), 'scene': scene}

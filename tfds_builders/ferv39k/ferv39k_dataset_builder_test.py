@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from ferjax.data import build
-from ferjax.data import manual
 from ferjax.labels import EXPRESSIONS_7
+from tfds_builders import clip_folders
+from tfds_builders import manual_data
 from tfds_builders.ferv39k import ferv39k_dataset_builder as ferv
 
 DUMMY = pathlib.Path(__file__).parent / 'dummy_data'
@@ -110,8 +111,8 @@ def test_frames_are_the_shipped_files_in_order(built, split):
 
 
 def test_unpadded_frame_names_keep_their_order():
-  clip = manual.Clip(UNPADDED, CLIPS / UNPADDED, 5, 'Disgust')
-  listed = manual.list_frames({'train': [clip]}, 'fix')['train'][0]
+  clip = clip_folders.Clip(UNPADDED, CLIPS / UNPADDED, 5, 'Disgust')
+  listed = clip_folders.list_frames({'train': [clip]}, 'fix')['train'][0]
   assert [p.name for p in listed.frames] == [f'{k}.jpg' for k in range(12)]
 
 
@@ -127,7 +128,7 @@ def test_resized_config_shrinks_large_frames_only(tmp_path, built):
   for got, path in zip(large[0]['frames'], files, strict=True):
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     assert bgr.shape == (120, 160, 3)
-    data = manual.shrink_frame(bgr, 112)
+    data = clip_folders.shrink_frame(bgr, 112)
     want = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     assert got.shape == (112, 149, 3)  # The aspect ratio is kept.
     np.testing.assert_array_equal(got, want[..., ::-1])
@@ -174,7 +175,7 @@ def release(tmp_path):
 
 def _fails(tmp_path, manual_dir, match):
   data_dir = tmp_path / 'tfds'
-  with pytest.raises(manual.ManualDataError, match=match) as info:
+  with pytest.raises(manual_data.ManualDataError, match=match) as info:
     build.build('ferv39k', None, data_dir, manual_dir=manual_dir)
   assert not build.is_built('ferv39k', None, data_dir)
   return str(info.value)

@@ -16,8 +16,8 @@ import pathlib
 import numpy as np
 import tensorflow_datasets as tfds
 
-from ferjax.data import manual
 from ferjax.labels import EXPRESSIONS_7
+from tfds_builders import manual_data
 
 LABEL_FILE = pathlib.PurePosixPath('EmoLabel/list_patition_label.txt')
 IMAGE_DIR = pathlib.PurePosixPath('Image/aligned')
@@ -53,9 +53,9 @@ def find_basic_dir(manual_dir: os.PathLike | str) -> pathlib.Path:
       under the name `raf-basic/`, as many code bases unpack it).
 
   Raises:
-    manual.ManualDataError: if no candidate holds the label file.
+    manual_data.ManualDataError: if no candidate holds the label file.
   """
-  return manual.find_release_dir(
+  return manual_data.find_release_dir(
     manual_dir, LABEL_FILE, BASIC_DIRS, _MANUAL_HELP
   )
 
@@ -70,19 +70,19 @@ def read_labels(label_file: os.PathLike | str) -> list[tuple[str, str, int]]:
     (split, file name, RAF label 1..7) per line, in file order.
 
   Raises:
-    manual.ManualDataError: naming the file and line of the first malformed line,
-      unknown label, unknown split prefix or repeated name.
+    manual_data.ManualDataError: naming the file and line of the first
+      malformed line, unknown label, unknown split prefix or repeated name.
   """
   rows = []
   seen = {}
   text = pathlib.Path(label_file).read_text(encoding='utf-8')
   for lineno, line in enumerate(text.splitlines(), start=1):
-    where = manual.where(label_file, lineno)
+    where = manual_data.where(label_file, lineno)
     fields = line.split()
     if not fields:  # Blank lines carry nothing, e.g. a trailing one.
       continue
     if len(fields) != 2 or not fields[0].endswith('.jpg'):
-      raise manual.ManualDataError(
+      raise manual_data.ManualDataError(
         f'{where}: malformed line {line!r}; expected `<name>.jpg <label>` '
         'as in the official release. Restore the file from the download.'
       )
@@ -92,25 +92,25 @@ def read_labels(label_file: os.PathLike | str) -> list[tuple[str, str, int]]:
     except ValueError:
       raf_label = None
     if raf_label not in RAF_NAMES:
-      raise manual.ManualDataError(
+      raise manual_data.ManualDataError(
         f'{where}: unknown label {label!r} for {name}; RAF-DB basic labels '
         'are 1..7. Restore the file from the download.'
       )
     split = name.split('_', 1)[0]
     if split not in SPLITS or '_' not in name:
-      raise manual.ManualDataError(
+      raise manual_data.ManualDataError(
         f'{where}: {name} starts with neither `train_` nor `test_`, so its '
         'split is unknown. Restore the file from the download.'
       )
     if name in seen:
-      raise manual.ManualDataError(
+      raise manual_data.ManualDataError(
         f'{where}: {name} is listed again (first at line {seen[name]}). '
         'Restore the file from the download.'
       )
     seen[name] = lineno
     rows.append((split, name, raf_label))
   if not rows:
-    raise manual.ManualDataError(
+    raise manual_data.ManualDataError(
       f'{label_file} lists no images. {_MANUAL_HELP}'
     )
   return rows
@@ -169,7 +169,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     basic_dir = find_basic_dir(dl_manager.manual_dir)
     rows = read_labels(basic_dir / LABEL_FILE)
     # Check every image up front so a bad release fails before writing.
-    manual.check_files_exist(
+    manual_data.check_files_exist(
       ((image_path(basic_dir, name), name) for _, name, _ in rows),
       f'Unpack the complete `{IMAGE_DIR}` folder of the release into '
       f'{basic_dir}.',
@@ -200,13 +200,13 @@ def make_example(basic_dir: pathlib.Path, name: str, raf_label: int) -> dict:
     'original_label': raf_label, 'id': name}.
 
   Raises:
-    manual.ManualDataError: if the file is not a decodable 3-channel image.
+    manual_data.ManualDataError: if the file is not a decodable 3-channel image.
   """
   path = image_path(basic_dir, name)
   data = path.read_bytes()
   # Stored bytes are decoded later as they are, so check them now: a
   # truncated or grayscale file would break readers, not this build.
-  manual.decode_image(data, path, channels=(3,))
+  manual_data.decode_image(data, path, channels=(3,))
   return {
     'image': data,
     'label': RAF_TO_CANONICAL[raf_label],

@@ -10,8 +10,8 @@ import pytest
 import tensorflow_datasets as tfds
 
 from ferjax.data import build
-from ferjax.data import manual
 from ferjax.labels import EXPRESSIONS_7
+from tfds_builders import manual_data
 from tfds_builders.rafdb import rafdb_dataset_builder as rafdb
 
 DUMMY = pathlib.Path(__file__).parent / 'dummy_data'
@@ -103,7 +103,7 @@ def release(tmp_path):
 
 
 def _fails(tmp_path, basic, match):
-  with pytest.raises(manual.ManualDataError, match=match) as info:
+  with pytest.raises(manual_data.ManualDataError, match=match) as info:
     _build(tmp_path, basic.parent)
   assert not rafdb.Builder(data_dir=str(tmp_path / 'tfds')).is_prepared()
   return str(info.value)
@@ -178,6 +178,6 @@ def test_folder_without_release(tmp_path):
   (tmp_path / 'other' / 'basic').mkdir(parents=True)
   (tmp_path / 'other' / 'notes.txt').write_text('x')
   with pytest.raises(
-    manual.ManualDataError, match='list_patition_label.txt not found'
+    manual_data.ManualDataError, match='list_patition_label.txt not found'
   ):
     _build(tmp_path, tmp_path / 'other')

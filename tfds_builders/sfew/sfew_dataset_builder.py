@@ -17,8 +17,9 @@ import pathlib
 
 import tensorflow_datasets as tfds
 
-from ferjax.data import manual
 from ferjax.labels import EXPRESSIONS_7
+from tfds_builders import class_folders
+from tfds_builders import manual_data
 
 # Split -> (its folder, the folder the zip unpacks it in).
 SPLIT_DIRS = {
@@ -27,7 +28,7 @@ SPLIT_DIRS = {
 }
 # SFEW class folder -> its expression name: Angry, Disgust, Fear, Happy,
 # Neutral, Sad, Surprise.
-SFEW_NAMES = manual.EXPRESSION_FOLDERS
+SFEW_NAMES = manual_data.EXPRESSION_FOLDERS
 # SFEW class folder -> index into `ferjax.labels.EXPRESSIONS_7`.
 SFEW_TO_CANONICAL = {k: EXPRESSIONS_7.index(v) for k, v in SFEW_NAMES.items()}
 # The release ships PNG; JPEG copies are accepted as they are.
@@ -54,11 +55,12 @@ def find_split_dir(manual_dir: os.PathLike | str, split: str) -> pathlib.Path:
     split: 'train' or 'validation'.
 
   Raises:
-    manual.ManualDataError: naming the paths tried if neither exists.
+    manual_data.ManualDataError: naming the paths tried if neither exists.
   """
   name, parent = SPLIT_DIRS[split]
   return (
-    manual.find_release_dir(manual_dir, name, (parent,), _MANUAL_HELP) / name
+    manual_data.find_release_dir(manual_dir, name, (parent,), _MANUAL_HELP)
+    / name
   )
 
 
@@ -90,7 +92,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     """Returns the dataset metadata."""
     return self.dataset_info_from_configs(
       # PNG in the release, JPEG accepted: no single format to declare.
-      features=manual.class_folder_features(
+      features=class_folders.class_folder_features(
         EXPRESSIONS_7, None, ', '.join(SFEW_NAMES)
       ),
       supervised_keys=('image', 'label'),
@@ -100,7 +102,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
     """Lists and checks both splits, then returns their generators."""
     files = {
-      split: manual.class_folder_files(
+      split: class_folders.class_folder_files(
         find_split_dir(dl_manager.manual_dir, split),
         SFEW_TO_CANONICAL,
         EXTENSIONS,
@@ -110,6 +112,6 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     }
     return {split: self._generate_examples(f) for split, f in files.items()}
 
-  def _generate_examples(self, files: list[manual.ClassFile]):
+  def _generate_examples(self, files: list[class_folders.ClassFile]):
     """Yields (id, example) for the files of one split."""
-    return manual.class_folder_examples(files)
+    return class_folders.class_folder_examples(files)

@@ -10,8 +10,8 @@ import pytest
 import tensorflow_datasets as tfds
 
 from ferjax.data import build
-from ferjax.data import manual
 from ferjax.labels import EXPRESSIONS_7
+from tfds_builders import manual_data
 from tfds_builders.sfew import sfew_dataset_builder as sfew
 
 DUMMY = pathlib.Path(__file__).parent / 'dummy_data'
@@ -127,7 +127,7 @@ def release(tmp_path):
 
 
 def _fails(tmp_path, manual_dir, match):
-  with pytest.raises(manual.ManualDataError, match=match) as info:
+  with pytest.raises(manual_data.ManualDataError, match=match) as info:
     _build(tmp_path, manual_dir)
   assert not build.is_built('sfew', data_dir=tmp_path / 'tfds')
   return str(info.value)

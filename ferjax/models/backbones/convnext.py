@@ -51,96 +51,15 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 
-from ferjax import models
 from ferjax.layers import depthwise
-from ferjax.models.backbones import resnet
+from ferjax.layers import torch_nn
+from ferjax.models import registry
 
 Dtype = Any
 
 BASE_DEPTHS = (3, 3, 27, 3)
 BASE_DIMS = (128, 256, 512, 1024)
 NUM_STAGES = 4
-LN_EPS = 1e-6
-
-# The official init, timm's trunc_normal_(std=.02), truncates at +-2 in
-# absolute terms, i.e. at +-100 std, so it is a plain normal in effect.
-kernel_init = nn.initializers.normal(0.02)
-bias_init = nn.initializers.zeros
-
-
-def layer_norm(
-  name: str, *, epsilon: float = LN_EPS, dtype: Dtype = jnp.float32
-) -> nn.LayerNorm:
-  """LayerNorm over the last (channel) axis, computed like PyTorch's."""
-  # The two-pass variance matches PyTorch more closely than E[x^2] - E[x]^2.
-  return nn.LayerNorm(
-    epsilon=epsilon, dtype=dtype, use_fast_variance=False, name=name
-  )
-
-
-def dense(features: int, name: str, *, dtype: Dtype = jnp.float32) -> nn.Dense:
-  """nn.Linear with ConvNeXt's init."""
-  return nn.Dense(
-    features,
-    dtype=dtype,
-    kernel_init=kernel_init,
-    bias_init=bias_init,
-    name=name,
-  )
-
-
-def conv(
-  features: int,
-  kernel_size: int,
-  name: str,
-  *,
-  strides: int = 1,
-  padding: int = 0,
-  groups: int = 1,
-  dtype: Dtype = jnp.float32,
-  depthwise_grad: str = 'auto',
-) -> nn.Conv:
-  """nn.Conv2d (with bias) with ConvNeXt's init and PyTorch's padding.
-
-  Grouped convs (groups > 1) run through `ferjax.layers.depthwise` with
-  `depthwise_grad` ('auto', 'native' or 'custom'); its depthwise
-  implementation applies when groups == features == input channels. The
-  variables are those of the plain nn.Conv either way.
-  """
-  extra = {}
-  if groups > 1:
-    extra['conv_general_dilated'] = depthwise.conv_fn(depthwise_grad)
-  return nn.Conv(
-    features,
-    (kernel_size, kernel_size),
-    strides=(strides, strides),
-    padding=((padding, padding), (padding, padding)),
-    feature_group_count=groups,
-    dtype=dtype,
-    kernel_init=kernel_init,
-    bias_init=bias_init,
-    name=name,
-    **extra,
-  )
-
-
-def drop_path(x: jax.Array, rate: float, rng: jax.Array) -> jax.Array:
-  """Stochastic depth: zeroes whole samples with probability `rate`.
-
-  The kept samples are scaled by 1 / (1 - rate), as timm's DropPath, so the
-  expectation is unchanged.
-
-  Args:
-    x: (B, ...) residual branch.
-    rate: drop probability in [0, 1).
-    rng: PRNG key.
-
-  Returns:
-    `x` with each sample either zeroed or scaled.
-  """
-  keep = 1.0 - rate
-  mask = jax.random.bernoulli(rng, keep, (x.shape[0],) + (1,) * (x.ndim - 1))
-  return x * (mask / keep).astype(x.dtype)
 
 
 def drop_path_rates(depths: Sequence[int], rate: float) -> tuple[float, ...]:
@@ -168,7 +87,7 @@ class Block(nn.Module):
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     """Applies the block to NHWC `x`."""
     dim, dtype = x.shape[-1], self.dtype
-    y = conv(
+    y = torch_nn.trunc_normal_conv(
       dim,
       7,
       'dwconv',
@@ -177,17 +96,17 @@ class Block(nn.Module):
       dtype=dtype,
       depthwise_grad=self.depthwise_grad,
     )(x)
-    y = layer_norm('norm', dtype=dtype)(y)
-    y = dense(4 * dim, 'pwconv1', dtype=dtype)(y)
+    y = torch_nn.layer_norm('norm', dtype=dtype)(y)
+    y = torch_nn.trunc_normal_dense(4 * dim, 'pwconv1', dtype=dtype)(y)
     y = nn.gelu(y, approximate=False)
-    y = dense(dim, 'pwconv2', dtype=dtype)(y)
+    y = torch_nn.trunc_normal_dense(dim, 'pwconv2', dtype=dtype)(y)
     if self.layer_scale_init > 0:
       gamma = self.param(
         'gamma', nn.initializers.constant(self.layer_scale_init), (dim,)
       )
       y = y * gamma.astype(y.dtype)  # No promotion of bf16 to float32.
     if train and self.drop_path > 0:
-      y = drop_path(y, self.drop_path, self.make_rng('dropout'))
+      y = torch_nn.drop_path(y, self.drop_path, self.make_rng('dropout'))
     return x + y
 
 
@@ -275,11 +194,15 @@ def trunk(
   for i, (depth, dim) in enumerate(zip(depths, dims, strict=True)):
     prefix = f'downsample_layers_{i}'
     if i == 0:
-      x = conv(dim, 4, f'{prefix}_0', strides=4, dtype=dtype)(x)
-      x = layer_norm(f'{prefix}_1', dtype=dtype)(x)
+      x = torch_nn.trunc_normal_conv(
+        dim, 4, f'{prefix}_0', strides=4, dtype=dtype
+      )(x)
+      x = torch_nn.layer_norm(f'{prefix}_1', dtype=dtype)(x)
     else:
-      x = layer_norm(f'{prefix}_0', dtype=dtype)(x)
-      x = conv(dim, 2, f'{prefix}_1', strides=2, dtype=dtype)(x)
+      x = torch_nn.layer_norm(f'{prefix}_0', dtype=dtype)(x)
+      x = torch_nn.trunc_normal_conv(
+        dim, 2, f'{prefix}_1', strides=2, dtype=dtype
+      )(x)
     for j in range(depth):
       x = block(
         drop_path=rates[first + j],
@@ -306,7 +229,7 @@ def pooled_features(x: jax.Array) -> jax.Array:
     (B, C) float32 features.
   """
   pooled = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
-  return layer_norm('norm')(pooled)
+  return torch_nn.layer_norm('norm')(pooled)
 
 
 class ConvNeXt(nn.Module):
@@ -336,8 +259,8 @@ class ConvNeXt(nn.Module):
   drop_path_rate: float = 0.0
   layer_scale_init: float = 1e-6
   dtype: Dtype = jnp.float32
-  pixel_mean: tuple[float, ...] | None = resnet.IMAGENET_MEAN
-  pixel_std: tuple[float, ...] | None = resnet.IMAGENET_STD
+  pixel_mean: tuple[float, ...] | None = torch_nn.IMAGENET_MEAN
+  pixel_std: tuple[float, ...] | None = torch_nn.IMAGENET_STD
   depthwise_grad: str = 'auto'
   remat: bool = False
 
@@ -363,7 +286,7 @@ class ConvNeXt(nn.Module):
       self.depthwise_grad,
     )
     check_input('ConvNeXt', images)
-    x = resnet.normalize(
+    x = torch_nn.normalize(
       images.astype(jnp.float32), self.pixel_mean, self.pixel_std
     ).astype(self.dtype)
     x = trunk(
@@ -378,11 +301,36 @@ class ConvNeXt(nn.Module):
       remat=self.remat,
     )
     features = pooled_features(x)
-    logits = dense(self.num_classes, 'head')(features)
+    logits = torch_nn.trunc_normal_dense(self.num_classes, 'head')(features)
     return {'logits': logits, 'features': features}
 
 
-models.register('convnext')(ConvNeXt)
-models.register('convnext_base')(
-  functools.partial(ConvNeXt, depths=BASE_DEPTHS, dims=BASE_DIMS)
+# The official ImageNet checkpoints of ConvNeXt-B (facebookresearch).
+IMAGENET22K_BASE = registry.Checkpoint(
+  file='convnext_base_22k_224.pth',
+  url='https://dl.fbaipublicfiles.com/convnext/convnext_base_22k_224.pth',
+  description='ConvNeXt-B trained on ImageNet-22k (facebookresearch/ConvNeXt)',
+)
+IMAGENET1K_BASE = registry.Checkpoint(
+  file='convnext_base_1k_224_ema.pth',
+  url='https://dl.fbaipublicfiles.com/convnext/convnext_base_1k_224_ema.pth',
+  description='ConvNeXt-B trained on ImageNet-1k (facebookresearch/ConvNeXt)',
+)
+
+SPECS = (
+  registry.ModelSpec(
+    name='convnext',
+    factory=ConvNeXt,
+    input_size=224,
+    converter='ferjax.weights.convnext:from_torch',
+    description='ConvNeXt in the facebookresearch layout (any depths, dims)',
+  ),
+  registry.ModelSpec(
+    name='convnext_base',
+    factory=functools.partial(ConvNeXt, depths=BASE_DEPTHS, dims=BASE_DIMS),
+    input_size=224,
+    converter='ferjax.weights.convnext:from_torch',
+    checkpoints=(IMAGENET22K_BASE, IMAGENET1K_BASE),
+    description='ConvNeXt-B',
+  ),
 )

@@ -51,8 +51,8 @@ import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from ferjax import models
-from ferjax.models.backbones import resnet
+from ferjax.layers import torch_nn
+from ferjax.models import registry
 
 Dtype = Any
 
@@ -75,7 +75,7 @@ kernel_init = nn.initializers.xavier_uniform()
 
 
 # A bias-free square conv with face.evoLVe's xavier init.
-conv = functools.partial(resnet.conv, kernel_init=kernel_init)
+conv = functools.partial(torch_nn.conv, kernel_init=kernel_init)
 
 
 class PReLU(nn.Module):
@@ -148,14 +148,14 @@ class BottleneckIR(nn.Module):
       shortcut = conv(
         depth, 1, 'shortcut_layer_0', strides=strides, dtype=dtype
       )(x)
-      shortcut = resnet.batch_norm(
+      shortcut = torch_nn.batch_norm(
         'shortcut_layer_1', train=train, dtype=dtype
       )(shortcut)
-    y = resnet.batch_norm('res_layer_0', train=train, dtype=dtype)(x)
+    y = torch_nn.batch_norm('res_layer_0', train=train, dtype=dtype)(x)
     y = conv(depth, 3, 'res_layer_1', dtype=dtype)(y)
     y = PReLU(dtype=dtype, name='res_layer_2')(y)
     y = conv(depth, 3, 'res_layer_3', strides=strides, dtype=dtype)(y)
-    y = resnet.batch_norm('res_layer_4', train=train, dtype=dtype)(y)
+    y = torch_nn.batch_norm('res_layer_4', train=train, dtype=dtype)(y)
     if self.se:
       y = SEModule(dtype=dtype, name='res_layer_5')(y)
     return y + shortcut
@@ -225,7 +225,7 @@ def trunk(
   """
   unit = RematBottleneckIR if remat else BottleneckIR
   x = conv(STAGE_DEPTHS[0], 3, 'input_layer_0', dtype=dtype)(x)
-  x = resnet.batch_norm('input_layer_1', train=train, dtype=dtype)(x)
+  x = torch_nn.batch_norm('input_layer_1', train=train, dtype=dtype)(x)
   x = PReLU(dtype=dtype, name='input_layer_2')(x)
   index = 0
   for units, depth in zip(
@@ -247,7 +247,7 @@ def normalized(
   images: jax.Array, mean: Any, std: Any, dtype: Dtype
 ) -> jax.Array:
   """[0, 1] images -> (images - mean) / std in the compute dtype."""
-  x = resnet.normalize(images.astype(jnp.float32), mean, std)
+  x = torch_nn.normalize(images.astype(jnp.float32), mean, std)
   return x.astype(dtype)
 
 
@@ -329,7 +329,7 @@ def output_layer(
   Returns:
     (B, 512) float32 embeddings.
   """
-  x = resnet.batch_norm('output_layer_0', train=train)(x.astype(jnp.float32))
+  x = torch_nn.batch_norm('output_layer_0', train=train)(x.astype(jnp.float32))
   x = nn.Dropout(dropout_rate, deterministic=not train)(x)
   # torch flattens NCHW, so the Linear's inputs are in (C, H, W) order.
   x = jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)
@@ -339,7 +339,7 @@ def output_layer(
     bias_init=nn.initializers.zeros,
     name='output_layer_3',
   )(x)
-  return resnet.batch_norm('output_layer_4', train=train)(x)
+  return torch_nn.batch_norm('output_layer_4', train=train)(x)
 
 
 class IRSE(nn.Module):
@@ -422,9 +422,34 @@ class IRSE(nn.Module):
       remat=self.remat,
     )
     features = output_layer(x, dropout_rate=self.dropout_rate, train=train)
-    logits = resnet.linear(features, self.num_classes, 'head')
+    logits = torch_nn.linear(features, self.num_classes, 'head')
     return {'logits': logits, 'features': features}
 
 
-models.register('irse')(IRSE)
-models.register('ir50')(functools.partial(IRSE, num_layers=50, mode='ir'))
+# face.evoLVe's IR-50 trained on MS-Celeb-1M, which TransFER, APViT, POSTER
+# and JADFER start from.
+MSCELEB_IR50 = registry.Checkpoint(
+  file='ir50.pth',
+  url='the ir50.pth link in the README of github.com/zczcwh/POSTER (the '
+  'face.evoLVe IR-50, also backbone_ir50_ms1m_epoch120.pth)',
+  description='IR-50 trained on MS-Celeb-1M (face.evoLVe)',
+)
+
+SPECS = (
+  registry.ModelSpec(
+    name='irse',
+    factory=IRSE,
+    input_size=112,
+    converter='ferjax.weights.irse:from_torch',
+    checkpoints=(MSCELEB_IR50,),
+    description="face.evoLVe's IR / IR-SE (50, 100, 152 layers)",
+  ),
+  registry.ModelSpec(
+    name='ir50',
+    factory=functools.partial(IRSE, num_layers=50, mode='ir'),
+    input_size=112,
+    converter='ferjax.weights.irse:from_torch',
+    checkpoints=(MSCELEB_IR50,),
+    description="face.evoLVe's IR-50",
+  ),
+)

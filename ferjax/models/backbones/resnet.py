@@ -5,11 +5,12 @@ becomes `layer1_0/conv1`), padding is explicit and equal to PyTorch's, and the
 initialisers are torchvision's, so a converted checkpoint gives the same logits
 as the PyTorch model (see `ferjax.weights`).
 
-The pieces are public so that other models can reuse them under the same
-names: `stem` and `stage` create their submodules inside the calling module
-(MA-Net runs `stem`, `stage('layer1')` and `stage('layer2')` and then its own
-stages), and `BasicBlock.refine` is a hook for blocks that add attention
-between `bn2` and the residual sum.
+The layers are torchvision's (`ferjax.layers.torch_nn`). The pieces are
+public so that other models can reuse them under the same names: `stem` and
+`stage` create their submodules inside the calling module (MA-Net runs
+`stem`, `stage('layer1')` and `stage('layer2')` and then its own stages),
+and `BasicBlock.refine` is a hook for blocks that add attention between
+`bn2` and the residual sum.
 
 Differences from PyTorch that do not affect converted inference: Flax
 BatchNorm keeps the biased batch variance in its running average where PyTorch
@@ -18,127 +19,20 @@ parameters and the logits are always float32.
 """
 
 import functools
-import math
 from collections.abc import Callable
-from collections.abc import Sequence
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 from flax import linen as nn
 
-from ferjax import models
+from ferjax.layers import torch_nn
+from ferjax.models import registry
 
 Dtype = Any
 
-# torchvision's ImageNet statistics, for inputs in [0, 1].
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
 # Blocks per stage of the BasicBlock ResNets.
 STAGE_SIZES = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
-
-# torchvision: kaiming_normal_(mode='fan_out', nonlinearity='relu'),
-# untruncated; Flax's fan_out of an HWIO kernel is kh * kw * out like torch's.
-conv_kernel_init = nn.initializers.variance_scaling(2.0, 'fan_out', 'normal')
-
-# PyTorch's default nn.Linear weight init, U(+-1/sqrt(fan_in)).
-linear_kernel_init = nn.initializers.variance_scaling(
-  1.0 / 3.0, 'fan_in', 'uniform'
-)
-
-
-def linear_bias_init(fan_in: int) -> nn.initializers.Initializer:
-  """PyTorch's default nn.Linear bias init, U(+-1/sqrt(fan_in))."""
-  bound = 1.0 / math.sqrt(fan_in)
-
-  def init(key, shape, dtype=jnp.float32):
-    return jax.random.uniform(key, shape, dtype, -bound, bound)
-
-  return init
-
-
-def batch_norm(
-  name: str,
-  *,
-  train: bool,
-  dtype: Dtype = jnp.float32,
-  momentum: float = 0.9,
-  scale_init: nn.initializers.Initializer = nn.initializers.ones,
-) -> nn.BatchNorm:
-  """nn.BatchNorm2d with PyTorch defaults.
-
-  Args:
-    name: submodule name (the torch attribute name, e.g. 'bn1').
-    train: normalise with batch statistics and update the running averages.
-    dtype: compute dtype; scale, bias and statistics stay float32.
-    momentum: Flax momentum, i.e. 1 - torch momentum (torch 0.1 -> 0.9).
-    scale_init: initialiser of gamma (zeros for zero-init residuals).
-
-  Returns:
-    An unbound BatchNorm module.
-  """
-  return nn.BatchNorm(
-    use_running_average=not train,
-    momentum=momentum,
-    epsilon=1e-5,
-    dtype=dtype,
-    scale_init=scale_init,
-    name=name,
-  )
-
-
-def conv(
-  features: int,
-  kernel_size: int,
-  name: str,
-  *,
-  strides: int = 1,
-  dtype: Dtype = jnp.float32,
-  kernel_init: nn.initializers.Initializer | None = None,
-) -> nn.Conv:
-  """A bias-free square conv with PyTorch's `padding=kernel_size // 2`.
-
-  `kernel_init` defaults to torchvision's ResNet init (`conv_kernel_init`).
-  """
-  pad = kernel_size // 2
-  return nn.Conv(
-    features,
-    (kernel_size, kernel_size),
-    strides=(strides, strides),
-    padding=((pad, pad), (pad, pad)),
-    use_bias=False,
-    dtype=dtype,
-    kernel_init=kernel_init or conv_kernel_init,
-    name=name,
-  )
-
-
-def linear(
-  x: jax.Array, features: int, name: str, *, dtype: Dtype = jnp.float32
-) -> jax.Array:
-  """Applies an nn.Linear-equivalent Dense with PyTorch's default init.
-
-  Call it inside an `nn.compact` method: the Dense is created in the calling
-  module under `name`.
-
-  Args:
-    x: (..., fan_in) inputs.
-    features: number of outputs.
-    name: submodule name (the torch attribute name, e.g. 'fc').
-    dtype: compute dtype.
-
-  Returns:
-    (..., features) outputs.
-  """
-  fan_in = x.shape[-1]
-  return nn.Dense(
-    features,
-    dtype=dtype,
-    kernel_init=linear_kernel_init,
-    bias_init=linear_bias_init(fan_in),
-    name=name,
-  )(x)
 
 
 class BasicBlock(nn.Module):
@@ -181,14 +75,18 @@ class BasicBlock(nn.Module):
   def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
     """Applies the block to NHWC `x`."""
     dtype = self.dtype
-    y = conv(self.features, 3, 'conv1', strides=self.strides, dtype=dtype)(x)
-    y = batch_norm('bn1', train=train, dtype=dtype)(y)
+    y = torch_nn.conv(
+      self.features, 3, 'conv1', strides=self.strides, dtype=dtype
+    )(x)
+    y = torch_nn.batch_norm('bn1', train=train, dtype=dtype)(y)
     y = nn.relu(y)
-    y = conv(self.features, 3, 'conv2', dtype=dtype)(y)
+    y = torch_nn.conv(self.features, 3, 'conv2', dtype=dtype)(y)
     last_init = (
       nn.initializers.zeros if self.zero_init_last_bn else nn.initializers.ones
     )
-    y = batch_norm('bn2', train=train, dtype=dtype, scale_init=last_init)(y)
+    y = torch_nn.batch_norm(
+      'bn2', train=train, dtype=dtype, scale_init=last_init
+    )(y)
     y = self.refine(y, train)
 
     downsample = self.downsample
@@ -196,10 +94,12 @@ class BasicBlock(nn.Module):
       downsample = self.strides != 1 or x.shape[-1] != self.features
     shortcut = x
     if downsample:
-      shortcut = conv(
+      shortcut = torch_nn.conv(
         self.features, 1, 'downsample_0', strides=self.strides, dtype=dtype
       )(x)
-      shortcut = batch_norm('downsample_1', train=train, dtype=dtype)(shortcut)
+      shortcut = torch_nn.batch_norm('downsample_1', train=train, dtype=dtype)(
+        shortcut
+      )
     return nn.relu(y + shortcut)
 
 
@@ -224,8 +124,8 @@ def stem(
   Returns:
     (B, ceil(H / 4), ceil(W / 4), width) features.
   """
-  x = conv(width, 7, 'conv1', strides=2, dtype=dtype)(x)
-  x = batch_norm('bn1', train=train, dtype=dtype)(x)
+  x = torch_nn.conv(width, 7, 'conv1', strides=2, dtype=dtype)(x)
+  x = torch_nn.batch_norm('bn1', train=train, dtype=dtype)(x)
   x = nn.relu(x)
   # Pads with -inf like torch's MaxPool2d(3, 2, padding=1).
   return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
@@ -271,26 +171,6 @@ def stage(
   return x
 
 
-def normalize(
-  images: jax.Array,
-  mean: Sequence[float] | None,
-  std: Sequence[float] | None,
-) -> jax.Array:
-  """Returns (images - mean) / std per channel; None leaves that step out."""
-  channels = images.shape[-1]
-  for label, stats in (('pixel_mean', mean), ('pixel_std', std)):
-    if stats is not None and len(stats) != channels:
-      raise ValueError(
-        f'{label} has {len(stats)} values but the images have {channels} '
-        'channels; give one value per channel.'
-      )
-  if mean is not None:
-    images = images - jnp.asarray(mean, images.dtype)
-  if std is not None:
-    images = images / jnp.asarray(std, images.dtype)
-  return images
-
-
 class ResNet(nn.Module):
   """ResNet-18/34 classifier in torchvision's layout.
 
@@ -303,9 +183,9 @@ class ResNet(nn.Module):
     dtype: compute dtype of the convolutions and norms; parameters, pooled
       features and logits stay float32.
     pixel_mean: per-channel mean subtracted from the [0, 1] input, e.g.
-      `IMAGENET_MEAN`; None subtracts nothing.
-    pixel_std: per-channel std dividing the input, e.g. `IMAGENET_STD`; None
-      divides by nothing.
+      `torch_nn.IMAGENET_MEAN`; None subtracts nothing.
+    pixel_std: per-channel std dividing the input, e.g.
+      `torch_nn.IMAGENET_STD`; None divides by nothing.
     zero_init_residual: zero-init the last BN gamma of every block.
   """
 
@@ -340,7 +220,9 @@ class ResNet(nn.Module):
       raise ValueError(
         f'ResNet expects (B, H, W, 3) NHWC images, got shape {images.shape}.'
       )
-    x = normalize(images.astype(jnp.float32), self.pixel_mean, self.pixel_std)
+    x = torch_nn.normalize(
+      images.astype(jnp.float32), self.pixel_mean, self.pixel_std
+    )
     x = x.astype(self.dtype)
     x = stem(x, width=self.width, train=train, dtype=self.dtype)
     for i, num_blocks in enumerate(STAGE_SIZES[self.depth]):
@@ -355,9 +237,27 @@ class ResNet(nn.Module):
         dtype=self.dtype,
       )
     features = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
-    logits = linear(features, self.num_classes, 'fc', dtype=jnp.float32)
+    logits = torch_nn.linear(
+      features, self.num_classes, 'fc', dtype=jnp.float32
+    )
     return {'logits': logits, 'features': features}
 
 
-models.register('resnet18')(functools.partial(ResNet, depth=18))
-models.register('resnet34')(functools.partial(ResNet, depth=34))
+# The MS-Celeb-1M ResNet-18 that DAN and MA-Net's front start from.
+MSCELEB_RESNET18 = registry.Checkpoint(
+  file='resnet18_msceleb.pth',
+  url='the link in the README of github.com/yaoing/DAN',
+  description='ResNet-18 pretrained on MS-Celeb-1M',
+)
+
+SPECS = tuple(
+  registry.ModelSpec(
+    name=f'resnet{depth}',
+    factory=functools.partial(ResNet, depth=depth),
+    input_size=224,
+    converter='ferjax.weights.resnet:from_torch',
+    checkpoints=(MSCELEB_RESNET18,) if depth == 18 else (),
+    description=f"ResNet-{depth} in torchvision's layout",
+  )
+  for depth in (18, 34)
+)
