@@ -236,6 +236,7 @@ COMMANDS = [
   'ferjax.sweep',
   'ferjax.export',
   'ferjax.weights.__main__',
+  'ferjax.predict.__main__',
   'ferjax.data.build',
   'bench.run',
   'bench.suite',

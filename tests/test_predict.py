@@ -524,12 +524,15 @@ def test_cli_exit_codes(run_dir, predictor, tmp_path, monkeypatch, capsys):
   assert 'not a ferjax workdir' in capsys.readouterr().err
   for argv in (
     [missing],  # Neither --workdir nor --weights.
+    ['--workdir', run_dir, '--weights', str(tmp_path), missing],  # Both.
+    ['--workdir', run_dir],  # No input.
     ['--workdir', run_dir, missing, '--out', 'out.txt'],
     ['--weights', str(tmp_path), missing],  # No --model.
+    ['--weights', str(tmp_path), '--model', 'manet', '--field', 'x', missing],
   ):
-    with pytest.raises(SystemExit) as exit_:
-      predict_cli.main(argv)
-    assert exit_.value.code == 2
+    assert predict_cli.main(argv) == 2, argv
+    err = capsys.readouterr().err
+    assert err.startswith('error: ') and err.count('\n') == 1, argv
   monkeypatch.setattr(
     predict.Predictor,
     'from_workdir',
