@@ -183,18 +183,5 @@ def convert(
   return variables, report
 
 
-def from_torch(
-  state_dict: Mapping[str, np.ndarray],
-  *,
-  spec: Any,
-  ignore: tuple[str, ...],
-  rng: int | jax.Array,
-  image_size: int = INPUT_SIZE,
-  **fields: Any,
-) -> dict[str, Any]:
-  """`convert` for `ferjax.weights.from_torch`; the report is logged."""
-  del spec  # Always 'gcsa'.
-  variables, _ = convert(
-    state_dict, ignore=ignore, rng=rng, image_size=image_size, **fields
-  )
-  return variables
+# The spec converter (`ModelSpec.converter`); the report is logged.
+from_torch = torch_convert.reported(convert)

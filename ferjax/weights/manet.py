@@ -228,24 +228,5 @@ def convert(
   return variables, report
 
 
-def from_torch(
-  state_dict: Mapping[str, np.ndarray],
-  *,
-  spec: Any,
-  ignore: tuple[str, ...],
-  rng: int | jax.Array,
-  source: str = 'manet',
-  init_variables: Mapping[str, Any] | None = None,
-  **fields: Any,
-) -> dict[str, Any]:
-  """`convert` for `ferjax.weights.from_torch`; the report is logged."""
-  del spec  # Always 'manet'.
-  variables, _ = convert(
-    state_dict,
-    source=source,
-    ignore=ignore,
-    rng=rng,
-    init_variables=init_variables,
-    **fields,
-  )
-  return variables
+# The spec converter (`ModelSpec.converter`); the report is logged.
+from_torch = torch_convert.reported(convert)
