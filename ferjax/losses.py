@@ -134,16 +134,18 @@ def dsf_loss(
   lam: float = 0.01,
   smoothing: float = 0.1,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """MFER's distribution-smoothed feature (DSF) loss, per example.
+  """MFER's Deep Smooth Feature (DSF) loss, per example.
 
-  What is known (papers.md §1): the paper's abstract says DSF "balance[s]
-  the probability difference of encoded intra-class features and
-  promote[s] intra-class features towards corresponding centers"; the
-  official training script optimises its parameters with the model's,
-  weighs it 0.001 and ablates it against the L-GM loss (Wan et al., CVPR
-  2018); its code was never released. The author's earlier centre loss
-  (XUJ1Er/FAER) is sum ||f - c_y||^2 / 2 / B with xavier-initialised
-  centres.
+  What is known: the paper's abstract says DSF "balance[s] the probability
+  difference of encoded intra-class features and promote[s] intra-class
+  features towards corresponding centers"; the official training script
+  (XuJ1E/MFER, train.py) optimises the loss's parameters with the model's
+  and adds it to the heads' losses; its README compares feature
+  distributions without a feature loss, with the L-GM loss (Wan et al.,
+  CVPR 2018) and with DSF; the code of DSF itself was never released. The
+  author's earlier centre loss (XUJ1Er/FAER) is sum ||f - c_y||^2 / 2 / B
+  with xavier-initialised centres. How much DSF weighs is the 'mfer'
+  loss's `dsf_weight` (docs/design_notes.md).
 
   What is implemented: `kind='lgm'` (default) is L-GM with identity
   covariances and label smoothing, the reading that fits every clue —
@@ -192,12 +194,17 @@ def mfer(
   dsf_lambda: float = 0.01,
   dsf_smoothing: float = 0.1,
 ):
-  """MFER's loss: label-smoothed CE on each Msc head plus weighted DSF.
+  """MFER's loss: label-smoothed CE on each head plus weighted DSF.
 
-  As MFER's train.py: the three multiscale heads each get
-  LabelSmoothingCrossEntropy(0.1) and their losses add up; the DSF loss on
-  the pooled feature is added with weight 0.001 (`--weight_loss`). With
-  `dsf=''` (or weight 0) the centres are left out.
+  As MFER's train.py: the heads (the three Msc heads, or the one head of an
+  ablated model) each get LabelSmoothingCrossEntropy(0.1) and their losses
+  add up; the DSF loss on the pooled feature is added with weight
+  `dsf_weight`. The weight is ferjax's choice: train.py parses
+  `--weight_loss 0.001` ("loss weight of feature loss") but adds the DSF
+  loss unweighted, i.e. with weight 1, and the DSF formula is unknown, so
+  neither value is known to be the paper's; 0.001 is the value the script
+  names, `dsf_weight=1` what it runs. With `dsf=''` (or weight 0) the
+  centres are left out.
 
   Args:
     outputs: the 'mfer' model's dict: 'head_logits' (H, B, C), 'features'
