@@ -9,8 +9,9 @@ Recipe: configs/jadfer_common.py (TransFER-like: 112 px, flip, RandAugment
 lite, random erasing; SGD 1e-3, batch 64), starting from the MS-Celeb IR-50
 at weights/ir50.pth.
 
-AffectNet trains class-balanced (`config.data.sampling`) for 10 epochs, as DAN's
-AffectNet runs, the learning rate dropping at epochs 4 and 8.
+AffectNet trains class-balanced for 10 epochs, the learning rate dropping
+at epochs 4 and 8: our choice, guided by DAN's AffectNet runs
+(configs/jadfer_common.py says what DAN does and why 10).
 """
 
 from configs import jadfer_common

@@ -265,8 +265,9 @@ def mfer(
 #
 # * `partition_loss`: DAN's formula, with DAN's variance, reduction and eps
 #   (the default). The log_softmax over paths belongs to the model, which
-#   needs the same tensor for its fusion; to follow DAN, call it on
-#   `jax.nn.log_softmax(paths, axis=1)`.
+#   feeds the same tensor to its interaction module (JADFER's
+#   `path_log_softmax`, DAN's choice, is on by default), so the loss takes
+#   the paths as the model outputs them.
 # * `cosine_loss`: the mean cosine similarity over the N (N - 1) / 2 pairs of
 #   flattened paths, averaged over the batch. It compares directions only:
 #   unlike the variance, it cannot be lowered by scaling every path up, and
@@ -359,8 +360,10 @@ def jadfer(
   """JADFER's loss: CE + variety_weight * Variety(SB paths).
 
   The abstract names only "a Variety loss" guiding the N paths apart. The
-  default is DAN's: the partition loss on the paths' embeddings after
-  log_softmax over the paths, weight 1 (see the Variety section above).
+  default is DAN's: the partition loss, weight 1, on the paths' embeddings
+  as the model outputs them, i.e. after its log_softmax over the paths
+  (JADFER's `path_log_softmax`), the tensor its SCI reads too (see the
+  Variety section above).
 
   Args:
     outputs: the 'jadfer' model's dict: 'logits', 'sb_embeddings' (B, N, C)
@@ -369,15 +372,16 @@ def jadfer(
     label_smoothing: smoothing of the cross-entropy.
     variety: 'partition' or 'cosine' (`variety_loss`).
     variety_weight: lambda; 0 leaves the Variety loss out.
-    variety_on: 'embeddings' (log_softmax over paths, as DAN) or 'maps' (the
-      paths' spatial attention maps).
+    variety_on: 'embeddings' (the model's 'sb_embeddings', log-softmaxed
+      over the paths by default, as DAN) or 'maps' (the paths' spatial
+      attention maps).
 
   Returns:
     The loss and metrics 'loss_ce' and 'loss_variety'.
   """
   ce = softmax_cross_entropy(outputs['logits'], labels, label_smoothing).mean()
   if variety_on == 'embeddings':
-    paths = jax.nn.log_softmax(outputs['sb_embeddings'], axis=1)
+    paths = outputs['sb_embeddings']
   elif variety_on == 'maps':
     paths = outputs['sb_maps']
   else:
