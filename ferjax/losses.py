@@ -85,25 +85,32 @@ def softmax_xent(outputs, labels, label_smoothing: float = 0.0):
 def manet(outputs, labels, beta: float = 0.6, label_smoothing: float = 0.0):
   """MA-Net's loss: beta * CE(local head) + (1 - beta) * CE(global head).
 
+  A model with one branch (`branches='local'` or `'global'`) has one head,
+  and its loss is that head's cross-entropy.
+
   Args:
-    outputs: a dict with 'logits_local' and 'logits_global' (the 'manet'
-      model's output).
+    outputs: a dict with 'logits_local' and/or 'logits_global' (the
+      'manet' model's output).
     labels: (B,) integer labels.
     beta: weight of the local head (0.6 in MA-Net's `main.py`).
     label_smoothing: as in `softmax_cross_entropy` (0 in MA-Net).
 
   Returns:
-    The weighted mean loss and the two heads' mean losses as metrics
-    'loss_local' and 'loss_global'.
+    The weighted mean loss and the heads' mean losses as metrics
+    'loss_local' and 'loss_global' (those the model has).
   """
-  local = softmax_cross_entropy(
-    outputs['logits_local'], labels, label_smoothing
-  ).mean()
-  global_ = softmax_cross_entropy(
-    outputs['logits_global'], labels, label_smoothing
-  ).mean()
-  loss = beta * local + (1.0 - beta) * global_
-  return loss, {'loss_local': local, 'loss_global': global_}
+  weights = {'local': beta, 'global': 1.0 - beta}
+  metrics = {
+    f'loss_{head}': softmax_cross_entropy(
+      outputs[f'logits_{head}'], labels, label_smoothing
+    ).mean()
+    for head in weights
+    if f'logits_{head}' in outputs
+  }
+  if len(metrics) == 1:
+    return next(iter(metrics.values())), metrics
+  loss = sum(weights[k.removeprefix('loss_')] * v for k, v in metrics.items())
+  return loss, metrics
 
 
 def _hard_labels(labels: jax.Array, num_classes: int) -> jax.Array:
