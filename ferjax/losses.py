@@ -85,8 +85,7 @@ def softmax_xent(outputs, labels, label_smoothing: float = 0.0):
 def manet(outputs, labels, beta: float = 0.6, label_smoothing: float = 0.0):
   """MA-Net's loss: beta * CE(local head) + (1 - beta) * CE(global head).
 
-  A model with one branch (`branches='local'` or `'global'`) has one head,
-  and its loss is that head's cross-entropy.
+  A one-branch model (`branches`) trains on its one head's cross-entropy.
 
   Args:
     outputs: a dict with 'logits_local' and/or 'logits_global' (the
@@ -146,13 +145,11 @@ def dsf_loss(
   What is known: the paper's abstract says DSF "balance[s] the probability
   difference of encoded intra-class features and promote[s] intra-class
   features towards corresponding centers"; the official training script
-  (XuJ1E/MFER, train.py) optimises the loss's parameters with the model's
-  and adds it to the heads' losses; its README compares feature
-  distributions without a feature loss, with the L-GM loss (Wan et al.,
-  CVPR 2018) and with DSF; the code of DSF itself was never released. The
+  (XuJ1E/MFER, train.py) optimises the loss's parameters with the model's;
+  its README compares features without a feature loss, with the L-GM loss
+  (Wan et al., CVPR 2018) and with DSF, whose code was never released. The
   author's earlier centre loss (XUJ1Er/FAER) is sum ||f - c_y||^2 / 2 / B
-  with xavier-initialised centres. How much DSF weighs is the 'mfer'
-  loss's `dsf_weight` (docs/design_notes.md).
+  with xavier-initialised centres (docs/design_notes.md).
 
   What is implemented: `kind='lgm'` (default) is L-GM with identity
   covariances and label smoothing, the reading that fits every clue —
@@ -203,15 +200,11 @@ def mfer(
 ):
   """MFER's loss: label-smoothed CE on each head plus weighted DSF.
 
-  As MFER's train.py: the heads (the three Msc heads, or the one head of an
-  ablated model) each get LabelSmoothingCrossEntropy(0.1) and their losses
-  add up; the DSF loss on the pooled feature is added with weight
-  `dsf_weight`. The weight is ferjax's choice: train.py parses
-  `--weight_loss 0.001` ("loss weight of feature loss") but adds the DSF
-  loss unweighted, i.e. with weight 1, and the DSF formula is unknown, so
-  neither value is known to be the paper's; 0.001 is the value the script
-  names, `dsf_weight=1` what it runs. With `dsf=''` (or weight 0) the
-  centres are left out.
+  As MFER's train.py: each head (three Msc heads, or an ablated model's
+  one) gets LabelSmoothingCrossEntropy(0.1) and their losses add up; DSF on
+  the pooled feature is added times `dsf_weight`, ferjax's choice: train.py
+  names 0.001 (`--weight_loss`) but adds DSF unweighted, i.e. times 1.
+  With `dsf=''` (or weight 0) the centres are left out.
 
   Args:
     outputs: the 'mfer' model's dict: 'head_logits' (H, B, C), 'features'

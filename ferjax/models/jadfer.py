@@ -1,7 +1,7 @@
 """JADFER: spatial-contextual interaction with Joint Attention Dropping.
 
-JADFER (Gao et al., IEEE TAFFC 16(2), 2024) has no public code and no public
-numbers beyond its abstract: a spatial branch (SB) runs N paths in parallel,
+JADFER (Gao et al., IEEE TAFFC 16(2), 2024) has no public code and no
+public numbers; its abstract is all that is known: a spatial branch (SB) runs N paths in parallel,
 guided by a Variety loss to different discriminative regions; a contextual
 branch (CB) abstracts contextual representations with self attention with
 Joint Attention Dropping (JAD); the spatial-contextual interaction (SCI)
@@ -55,8 +55,8 @@ backward pass (`nn.remat`): about 30% more compute for much less activation
 memory, with the same variables.
 
 Outputs (float32): 'logits' (B, classes); 'features' (B, F) the fused
-vector before the head; 'sb_maps' (B, N, H, W) and 'sb_embeddings' (B, N, C)
-for the Variety loss. Dropping (JAD's per-sample draws and the encoder's
+vector before the head; 'sb_maps' (B, N, H, W) and 'sb_embeddings' (B, N, C),
+the tensor SCI and the Variety loss read. Dropping (JAD's per-sample draws and the encoder's
 dropout) uses the 'dropout' rng stream in training only.
 """
 
