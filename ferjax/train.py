@@ -352,15 +352,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     metrics, and the step of the best.
   """
   run = Setup(config, workdir)
-  state, ckpt = run.state, run.checkpointer
+  ckpt = run.checkpointer
   train_iter = iter(run.train_data)
-  start = ckpt.latest_step()
-  if start is not None:
-    logging.info('Resuming from step %d in %s', start, ckpt.directory)
-    state = ckpt.restore(start, state, train_iter)
-  elif config.get('init_from'):
+  # Refuses checkpoints this config cannot continue before writing anything.
+  start, state = ckpt.resume(run.state, train_iter, run.total_steps)
+  if not start and config.get('init_from'):
     state = load_init_from(config, state)
-  start = start or 0
   ckpt.drop_best_after(start)
 
   writer = writers.MetricWriter(run.workdir, resume_step=start)

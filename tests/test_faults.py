@@ -13,11 +13,18 @@ import shutil
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
 
+import run
+from ferjax import checkpoint_checks
+from ferjax import checkpointing
+from ferjax import cli
 from ferjax import train
 from ferjax import writers
+from ferjax.predict import __main__ as predict_cli
+from tests.cli_helpers import one_error_line
 from tests.conftest import REPO
 
 STEPS = 4
@@ -191,6 +198,108 @@ def test_an_unwritable_checkpoints_dir_fails_at_start(copy, smoke_data_dir):
       train.train_and_evaluate(_config(smoke_data_dir, 6), copy)
   finally:
     os.chmod(checkpoints, 0o755)
+
+
+# 3 and 12. A config that cannot continue the run: refused, nothing written.
+
+
+@pytest.mark.parametrize(
+  'override, message',
+  [
+    (
+      '--config.model.width=8',
+      'was trained with another model or config (checkpoint step 4: ',
+    ),
+    ('--config.total_steps=2', 'holds a checkpoint at step 4, past config'),
+  ],
+)
+def test_a_config_that_cannot_continue_is_refused_before_writing(
+  copy, smoke_data_dir, capsys, monkeypatch, override, message
+):
+  monkeypatch.chdir(REPO)
+  before = _files(copy)
+  argv = _flags(smoke_data_dir, copy, override)
+  assert run.main(argv) == cli.USAGE
+  line = one_error_line(capsys)
+  assert message in line, line
+  assert f'--config.init_from={copy}' in line and '--workdir' in line
+  assert _files(copy) == before
+
+
+# 4. An unreadable newest checkpoint is skipped.
+
+
+def test_an_unreadable_checkpoint_is_skipped_and_set_aside(
+  copy, smoke_data_dir, caplog
+):
+  os.truncate(_largest_array_file(os.path.join(copy, 'checkpoints', '4')), 99)
+  train.train_and_evaluate(_config(smoke_data_dir, 6), copy)
+  assert 'Checkpoint step 4 in' in caplog.text and 'skipping it' in caplog.text
+  aside = os.listdir(os.path.join(copy, 'checkpoints.unreadable'))
+  assert len(aside) == 1 and aside[0].startswith('4-')
+  assert sorted(os.listdir(os.path.join(copy, 'checkpoints'))) == [
+    '2',
+    '4',
+    '6',
+  ]  # Step 4 saved again by the resumed run.
+
+
+def test_no_readable_checkpoint_is_one_error_and_moves_nothing(
+  copy, smoke_data_dir
+):
+  os.truncate(_largest_array_file(os.path.join(copy, 'checkpoints', '4')), 99)
+  os.remove(os.path.join(copy, 'checkpoints', '2', 'state', '_METADATA'))
+  before = _files(copy)
+  with pytest.raises(checkpoint_checks.UnreadableCheckpointError) as error:
+    train.train_and_evaluate(_config(smoke_data_dir, 6), copy)
+  message = str(error.value)
+  assert 'checkpoints/4: OUT_OF_RANGE' in message
+  assert 'checkpoints/2: Metadata file (named _METADATA) does not exist' in (
+    message
+  )
+  assert _files(copy) == before
+
+
+# 5. A full disk during a checkpoint save.
+
+
+def test_a_full_disk_during_a_save_is_one_line_and_resumable(
+  copy, smoke_data_dir
+):
+  argv = _flags(smoke_data_dir, copy, '--config.total_steps=6')
+  out = _rlimited(64 * 1024, sys.executable, 'run.py', *argv)
+  assert out.returncode == cli.FAILED, out.stderr[-3000:]
+  last = out.stderr.splitlines()[-1]
+  assert re.fullmatch(
+    f'error: cannot write {re.escape(copy)}/(checkpoints|best): File too '
+    r'large; free space \(or fix permissions\) and rerun the same command: '
+    r'it resumes from the last checkpoint\.',
+    last,
+  ), out.stderr[-3000:]
+  assert 'Traceback' not in out.stderr and 'Event loop' not in out.stderr
+  train.train_and_evaluate(_config(smoke_data_dir, 6), copy)  # Space again.
+  assert '6' in os.listdir(os.path.join(copy, 'checkpoints'))
+
+
+# 9. predict and export on a damaged workdir.
+
+
+def test_an_unreadable_best_checkpoint_falls_back_to_the_latest(copy, caplog):
+  os.truncate(_largest_array_file(os.path.join(copy, 'best', '4')), 99)
+  config, variables, used = checkpointing.read_run(copy)
+  assert used == {'kind': 'latest', 'step': 4}
+  assert f'Checkpoint step 4 in {copy}/best cannot be read' in caplog.text
+  assert config.model.name == 'resnet18' and 'batch_stats' in variables
+
+
+def test_a_damaged_config_json_is_named(copy, capsys, tmp_path):
+  with open(os.path.join(copy, 'config.json'), 'w') as f:
+    f.write('{"model": ')
+  image = str(tmp_path / 'face.png')
+  cv2.imwrite(image, np.zeros((8, 8, 3), np.uint8))
+  assert predict_cli.main(['--workdir', copy, image]) == cli.USAGE
+  line = one_error_line(capsys)
+  assert f'{copy}/config.json is damaged (not JSON' in line
 
 
 # 13. NaN: what the error says about the checkpoints is true.

@@ -6,7 +6,8 @@ imported). The layers, lowest first, are the design's:
 
     leaves (labels, writers, runtime, cli, exported)
     -> layers, losses, data, tfds_builders, optim, sharding, evaluate
-    -> models -> weights -> checkpointing, viz -> export_common
+    -> models -> weights -> checkpointing, checkpoint_checks, viz
+    -> export_common
     -> train, predict, export, export_onnx, sweep
     -> configs, bench, run.py
 """
@@ -41,7 +42,7 @@ LAYERS = (
   ),
   ('ferjax.models',),
   ('ferjax.weights',),
-  ('ferjax.checkpointing', 'ferjax.viz'),
+  ('ferjax.checkpointing', 'ferjax.checkpoint_checks', 'ferjax.viz'),
   ('ferjax.export_common',),
   (
     'ferjax.train',
