@@ -250,7 +250,7 @@ def read_csv(path: pathlib.Path) -> list[tuple[int, dict]]:
   """
   rows = []
   header = [c.lower() for c in COLUMNS]
-  with open(path, newline='', encoding='utf-8-sig') as f:  # BOM or not
+  with manual_data.open_text(path) as f:  # BOM or not
     for lineno, fields in enumerate(csv.reader(f), start=1):
       where = manual_data.where(path, lineno)
       if not ''.join(fields).strip():

@@ -318,9 +318,11 @@ def test_folder_without_either_release(tmp_path):
 
 
 def test_empty_manual_dir_shows_the_instructions(tmp_path):
-  # TFDS itself rejects an empty manual_dir, with our instructions.
+  # The build refuses it before TFDS would, with our instructions.
   (tmp_path / 'empty').mkdir()
-  with pytest.raises(AssertionError, match='mohammadmahoor.com/affectnet'):
+  with pytest.raises(
+    manual_data.ManualDataError, match='mohammadmahoor.com/affectnet'
+  ):
     _build(tmp_path, tmp_path / 'empty')
 
 

@@ -128,8 +128,10 @@ def test_folder_without_release(tmp_path):
 
 
 def test_empty_manual_dir_shows_the_instructions(tmp_path):
-  # TFDS itself rejects an empty or absent manual_dir, with our instructions.
-  with pytest.raises(AssertionError, match='caer-dataset.github.io'):
+  # The build refuses it before TFDS would, with our instructions.
+  with pytest.raises(
+    manual_data.ManualDataError, match='caer-dataset.github.io'
+  ):
     _build(tmp_path, tmp_path / 'absent')
 
 
