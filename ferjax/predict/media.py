@@ -17,7 +17,9 @@ others.
 orientation a viewer shows, which face boxes refer to), with 16-bit images
 scaled to 8 bits and the first frame of an animation. `as_rgb` checks an
 array's shape, dtype and value range and converts it the same way.
-`read_video` samples every `stride`-th frame with OpenCV, as RGB.
+`read_video` samples every `stride`-th frame with OpenCV, as RGB; a video
+that ends before the frame count of its header (truncated or damaged) gives
+its frames, then an `InputError` saying where it ended.
 
 Limits: a small compressed file can decode to gigabytes (a decompression
 bomb), so images above `max_pixels` are refused from their header, before
@@ -180,11 +182,22 @@ def expand_inputs(inputs: Any) -> list[Item]:
   return items
 
 
+def _short(read: int, listed: int) -> bool:
+  """Whether `read` frames fall short of the `listed` count of the header.
+
+  Containers without an index (mkv, webm) list an estimate from the
+  duration, which may be off by a frame or two; a short file is off by more.
+  """
+  return listed > 0 and read < 0.98 * listed - 1
+
+
 def read_video(path: str, stride: int, max_pixels: int | None):
   """(fps, an iterator of (frame index, RGB frame)) of every stride-th frame.
 
   Raises:
-    InputError: OpenCV cannot open the file, or its frames are too large.
+    InputError: OpenCV cannot open the file, or its frames are too large;
+      from the iterator, after the frames it could read, when the video
+      ends before the frame count its header lists (truncated or damaged).
   """
   cap = cv2.VideoCapture(path)
   if not cap.isOpened():
@@ -196,20 +209,27 @@ def read_video(path: str, stride: int, max_pixels: int | None):
     cap.release()
     raise InputError(f'{width}x{height} frames exceed max_pixels={max_pixels}')
 
+  listed = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+
   def frames() -> Iterator[tuple[int, np.ndarray]]:
     try:
       index = 0
       while True:
         if index % stride:
-          if not cap.grab():
-            return
+          ok = cap.grab()
         else:
           ok, frame = cap.read()
-          if not ok:
-            return
-          yield index, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+          if ok:
+            yield index, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        if not ok:
+          break
         index += 1
     finally:
       cap.release()
+    if _short(index, listed):
+      raise InputError(
+        f'the video ends at frame {index} of the {listed} its header lists '
+        '(truncated or damaged)'
+      )
 
   return cap.get(cv2.CAP_PROP_FPS) or 25.0, frames()
