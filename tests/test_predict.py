@@ -25,8 +25,8 @@ from ferjax import models
 from ferjax import predict
 from ferjax import train
 from ferjax.data import augment
+from ferjax.faces import detect
 from ferjax.predict import __main__ as predict_cli
-from ferjax.predict import detect
 from ferjax.predict import predictor as predictor_lib
 from ferjax.weights import saved
 from tfds_builders.synthetic_fer import render

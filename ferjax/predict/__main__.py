@@ -19,7 +19,7 @@ import pandas as pd
 from absl import flags
 
 from ferjax import cli
-from ferjax.predict import detect
+from ferjax.faces import detect
 from ferjax.predict.predictor import Predictor
 
 

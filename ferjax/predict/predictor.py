@@ -18,8 +18,8 @@ import pandas as pd
 from ferjax import models
 from ferjax.data import augment
 from ferjax.data import clips
+from ferjax.faces import detect
 from ferjax.predict import annotate
-from ferjax.predict import detect
 from ferjax.predict import loading
 from ferjax.predict import media
 from ferjax.predict import rows
@@ -47,7 +47,7 @@ class Predictor:
     augment_config: the run's `config.augment` (its eval fields are used);
       None for the defaults.
     clip_config: `config.clip` for clip models, else None.
-    detector: a `ferjax.predict.detect` name ('haar', None/'none') or
+    detector: a `ferjax.faces.detect` name ('haar', None/'none') or
       callable.
     batch_size: faces (or clips) per forward pass; the last is padded.
     margin: crop margin per side as a fraction of the box
