@@ -72,7 +72,7 @@ __all__ = [
 # whose images measure 1.6x their Haar box (median over 40 faces).
 DEFAULT_MARGIN = 0.2
 
-_BORDERS = {
+BORDERS = {
   'constant': cv2.BORDER_CONSTANT,
   'replicate': cv2.BORDER_REPLICATE,
   'reflect': cv2.BORDER_REFLECT_101,
@@ -283,8 +283,8 @@ def align(
   """
   if margin < 0:
     raise ValueError(f'margin={margin}: expected a fraction >= 0.')
-  if border not in _BORDERS:
-    raise ValueError(f'border={border!r}: expected one of {tuple(_BORDERS)}.')
+  if border not in BORDERS:
+    raise ValueError(f'border={border!r}: expected one of {tuple(BORDERS)}.')
   side = max(face.w, face.h) * (1 + 2 * margin)
   out = max(1, round(side))
   cx, cy = face.x + face.w / 2, face.y + face.h / 2
@@ -298,30 +298,35 @@ def align(
       m,
       (out, out),
       flags=cv2.INTER_LINEAR,
-      borderMode=_BORDERS[border],
+      borderMode=BORDERS[border],
       borderValue=0,
     )
   else:
     left, top = round(cx - out / 2), round(cy - out / 2)
-    crop = _padded_crop(image, left, top, out, border)
+    crop = padded_window(image, left, top, out, out, border)
   if size is not None and size != out:
     interpolation = cv2.INTER_AREA if size < out else cv2.INTER_LINEAR
     crop = cv2.resize(crop, (size, size), interpolation=interpolation)
   return crop
 
 
-def _padded_crop(
-  image: np.ndarray, left: int, top: int, side: int, border: str = 'constant'
+def padded_window(
+  image: np.ndarray,
+  left: int,
+  top: int,
+  width: int,
+  height: int,
+  border: str = 'constant',
 ) -> np.ndarray:
-  """image[top:top+side, left:left+side], padded where it leaves the image."""
-  height, width = image.shape[:2]
+  """image[top:top+height, left:left+width], padded where it leaves the
+  image (filled per `border`, as in `align`)."""
+  rows, cols = image.shape[:2]
   x0, y0 = max(0, left), max(0, top)
-  x1, y1 = min(width, left + side), min(height, top + side)
+  x1, y1 = min(cols, left + width), min(rows, top + height)
   if x1 <= x0 or y1 <= y0:  # Entirely outside: only border.
-    shape = (side, side, *image.shape[2:])
-    return np.zeros(shape, image.dtype)
+    return np.zeros((height, width, *image.shape[2:]), image.dtype)
   crop = image[y0:y1, x0:x1]
-  pads = (y0 - top, top + side - y1, x0 - left, left + side - x1)
+  pads = (y0 - top, top + height - y1, x0 - left, left + width - x1)
   if any(pads):
-    crop = cv2.copyMakeBorder(crop, *pads, _BORDERS[border], value=0)
+    crop = cv2.copyMakeBorder(crop, *pads, BORDERS[border], value=0)
   return np.ascontiguousarray(crop)
