@@ -2,7 +2,7 @@
 
     items = media.expand_inputs(['photo.jpg', 'folder/', 'clip.mp4', array])
     image = media.read_image('photo.jpg', max_pixels=100_000_000)
-    fps, frames = media.read_video('clip.mp4', stride=2, max_pixels=None)
+    video = media.read_video('clip.mp4', stride=2, max_pixels=None)
 
 `expand_inputs` turns what `ferjax.predict.Predictor.predict` is given into
 `Item`s, in order: a directory becomes its image and video files
@@ -180,8 +180,18 @@ def expand_inputs(inputs: Any) -> list[Item]:
   return items
 
 
-def read_video(path: str, stride: int, max_pixels: int | None):
-  """(fps, an iterator of (frame index, RGB frame)) of every stride-th frame.
+@dataclasses.dataclass(frozen=True)
+class Video:
+  """An opened video: its frame rate, how many frames will be sampled
+  (from the header; 0 if unknown), and an iterator of (index, RGB frame)."""
+
+  fps: float
+  sampled: int
+  frames: Iterator[tuple[int, np.ndarray]]
+
+
+def read_video(path: str, stride: int, max_pixels: int | None) -> Video:
+  """Every stride-th frame of a video, as RGB.
 
   Raises:
     InputError: OpenCV cannot open the file, or its frames are too large.
@@ -212,4 +222,5 @@ def read_video(path: str, stride: int, max_pixels: int | None):
     finally:
       cap.release()
 
-  return cap.get(cv2.CAP_PROP_FPS) or 25.0, frames()
+  count = max(0, int(cap.get(cv2.CAP_PROP_FRAME_COUNT)))
+  return Video(cap.get(cv2.CAP_PROP_FPS) or 25.0, -(-count // stride), frames())
