@@ -107,6 +107,8 @@ def _by_score(boxes, points, scores):
 @pytest.mark.parametrize('name', ['multi_face', 'camera', 'grace_hopper'])
 def test_parity_with_facenet_pytorch(facenet, name):
   image = photos.read(name)
+  if name == 'multi_face':  # 600x400: faster, faces still 50 px or more.
+    image = cv2.resize(image, (600, 400), interpolation=cv2.INTER_AREA)
   boxes, scores, points = facenet.detect(image, landmarks=True)
   ours, our_points = mtcnn.MTCNN().detect(image)
   assert len(ours) == len(boxes) == photos.PHOTOS[name].faces
@@ -180,7 +182,7 @@ def test_a_directory_of_sizes_compiles_a_bounded_number_of_times(
   )
   detector = mtcnn.MTCNN()
   face = photos.read('grace_hopper')
-  sizes = [(120, 100), (150, 140), (190, 170), (230, 200), (260, 250)]
+  sizes = [(90, 100), (110, 120), (130, 150), (160, 170), (200, 230)]
   images = [
     cv2.resize(np.roll(face, 7 * k, axis=1), size, interpolation=cv2.INTER_AREA)
     for size in sizes
