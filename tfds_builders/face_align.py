@@ -1,9 +1,10 @@
 """Aligning faces at build time, for releases of whole frames or images.
 
-A builder config with `align` set (a `ferjax.faces.crops` style name)
-stores, instead of each shipped image, its largest face as MTCNN finds it,
-cut in that style (e.g. 'rafdb': a five-point similarity onto RAF-DB's
-100 px template). Images where no face is found are stored uncropped
+A builder config with `align` set (a `ferjax.faces.crops` template style
+name) stores, instead of each shipped image, its largest face as MTCNN
+finds it, aligned onto that style's template (e.g. 'rafdb': a five-point
+similarity onto RAF-DB's 100 px template); `Aligner.matrix` maps the
+image's pixels to the stored face's, for annotations that move with it. Images where no face is found are stored uncropped
 (`no_face='keep'`) or left out (`'drop'`). `Aligner.metadata` goes into
 `info.metadata['alignment']`: the detector, the crop style and its
 template points, the policy and the count of images without a face per
@@ -40,7 +41,11 @@ class Aligner:
   missed: dict[str, int] = dataclasses.field(default_factory=dict)
 
   def __post_init__(self):
-    crops.get_style(self.crop)  # An unknown style fails before the build.
+    if crops.get_style(self.crop).kind != 'template':  # Before the build.
+      raise ValueError(
+        f'align={self.crop!r}: builders align onto template styles only '
+        f'({", ".join(n for n, s in crops.STYLES.items() if s.points)}).'
+      )
     if self.no_face not in NO_FACE:
       raise ValueError(f'no_face={self.no_face!r}: expected one of {NO_FACE}')
     self._find = detect.get_detector(self.detector)
@@ -65,6 +70,10 @@ class Aligner:
     rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
     out = crops.crop(rgb, faces[0], self.crop)
     return cv2.cvtColor(out, cv2.COLOR_RGB2BGR), faces[0]
+
+  def matrix(self, face: detect.Face) -> np.ndarray:
+    """The 2x3 transform from the image's pixels to the aligned face's."""
+    return crops.similarity(face.landmarks, crops.get_style(self.crop).points)
 
   def metadata(self) -> dict:
     """What `info.metadata['alignment']` records (`missed` is live: the
