@@ -83,17 +83,30 @@ class PNet(nn.Module):
     return _conv(self, x, 4, 1, 'conv4_2'), probs
 
 
+def _trunk(module, x, layers):
+  """conv{i} + prelu{i}, then a ceil-mode max pool where one is given, per
+  (features, kernel, (window, stride) or None) in `layers`."""
+  for i, (features, kernel, pool) in enumerate(layers, 1):
+    conv = _conv(module, x, features, kernel, f'conv{i}')
+    x = _prelu(module, conv, f'prelu{i}')
+    if pool:
+      x = max_pool_ceil(x, *pool)
+  return x
+
+
+def _head(module, x, width: int, layer: int):
+  """The dense layer `dense{layer}` + PReLU on the (W, H, C)-flat input."""
+  dense = nn.Dense(width, name=f'dense{layer}')(_flatten_wh(x))
+  return _prelu(module, dense, f'prelu{layer}')
+
+
 class RNet(nn.Module):
   """Refine net on 24x24 crops: (box regression (N, 4), probability (N,))."""
 
   @nn.compact
   def __call__(self, x):
-    x = _prelu(self, _conv(self, x, 28, 3, 'conv1'), 'prelu1')
-    x = max_pool_ceil(x, 3, 2)
-    x = _prelu(self, _conv(self, x, 48, 3, 'conv2'), 'prelu2')
-    x = max_pool_ceil(x, 3, 2)
-    x = _prelu(self, _conv(self, x, 64, 2, 'conv3'), 'prelu3')
-    x = _prelu(self, nn.Dense(128, name='dense4')(_flatten_wh(x)), 'prelu4')
+    layers = ((28, 3, (3, 2)), (48, 3, (3, 2)), (64, 2, None))
+    x = _head(self, _trunk(self, x, layers), 128, 4)
     probs = nn.softmax(nn.Dense(2, name='dense5_1')(x), axis=-1)[:, 1]
     return nn.Dense(4, name='dense5_2')(x), probs
 
@@ -104,14 +117,13 @@ class ONet(nn.Module):
 
   @nn.compact
   def __call__(self, x):
-    x = _prelu(self, _conv(self, x, 32, 3, 'conv1'), 'prelu1')
-    x = max_pool_ceil(x, 3, 2)
-    x = _prelu(self, _conv(self, x, 64, 3, 'conv2'), 'prelu2')
-    x = max_pool_ceil(x, 3, 2)
-    x = _prelu(self, _conv(self, x, 64, 3, 'conv3'), 'prelu3')
-    x = max_pool_ceil(x, 2, 2)
-    x = _prelu(self, _conv(self, x, 128, 2, 'conv4'), 'prelu4')
-    x = _prelu(self, nn.Dense(256, name='dense5')(_flatten_wh(x)), 'prelu5')
+    layers = (
+      (32, 3, (3, 2)),
+      (64, 3, (3, 2)),
+      (64, 3, (2, 2)),
+      (128, 2, None),
+    )
+    x = _head(self, _trunk(self, x, layers), 256, 5)
     probs = nn.softmax(nn.Dense(2, name='dense6_1')(x), axis=-1)[:, 1]
     points = nn.Dense(10, name='dense6_3')(x)
     return nn.Dense(4, name='dense6_2')(x), points, probs
