@@ -3,6 +3,7 @@
 import copy
 import io
 import json
+import shutil
 import struct
 import sys
 import types
@@ -178,6 +179,23 @@ def test_predictions_equal_the_model_on_eval_crops(
   np.testing.assert_allclose(probs, _expected(reference, want), atol=1e-5)
   np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
   assert list(table['label']) == [NAMES[i] for i in probs.argmax(1)]
+
+
+def test_runs_from_before_crop_styles_predict_as_they_did(run_dir, tmp_path):
+  """A config.json without data.crop: Haar and the dataset's old margin."""
+  old = tmp_path / 'old_run'
+  shutil.copytree(run_dir, old)
+  config = json.loads((old / 'config.json').read_text())
+  del config['data']['crop']
+  (old / 'config.json').write_text(json.dumps(config))
+  p = predict.Predictor.from_workdir(str(old))
+  assert isinstance(p.detector, detect.HaarDetector)
+  assert p.crop == crops.CropStyle(
+    margin=predict.DATASET_MARGINS['synthetic_fer']
+  )
+  assert (
+    predict.Predictor.from_workdir(str(old), detector='mtcnn').margin == 0.3
+  )
 
 
 def test_precropped_faces_with_no_detector(predictor, reference):

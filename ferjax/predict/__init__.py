@@ -26,7 +26,8 @@ style of the model's training data (`ferjax.faces.crops`: RAF-DB's and
 SFEW's five-point alignment, AffectNet's box plus margin, FERPlus's 48 px
 grey faces, face.evoLVe's 112 px template for IR-50 weights, ...), which
 `loading` reads from the run's `config.data.crop`; runs trained before
-that field keep the margin crop of `DATASET_MARGINS`. The crop is then
+that field keep what they were predicted with then, Haar and the margin
+crop of `DATASET_MARGINS`. The crop is then
 preprocessed exactly as the model's evaluation data:
 `augment.eval_transform` with the run's augment config to uint8, then /255
 inside the jitted forward pass. With `detector=None` the inputs are taken

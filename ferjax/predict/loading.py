@@ -10,7 +10,9 @@ dataset's, `DatasetSpec.crop`); a run trained before that field existed
 keeps the margin crop it was predicted with then (`legacy_crop`);
 converted weights take the style their metadata records ('crop'), else the
 one of the checkpoint their model starts from (`Checkpoint.crop`: the
-face.evoLVe template for IR-50 models), else the margin crop.
+face.evoLVe template for IR-50 models), else the margin crop. Older runs
+also keep the Haar detector their margins were measured with
+(`Loaded.detector`); the rest default to MTCNN.
 """
 
 import dataclasses
@@ -49,6 +51,8 @@ class Loaded:
     augment_config: the eval preprocessing fields (`config.augment`).
     clip_config: `config.clip` for clip models, else None.
     crop: how its training images framed faces.
+    detector: the detector 'auto' means for it: 'haar' for runs trained
+      before crop styles, else 'auto' (the predictor's choice).
   """
 
   model: Any
@@ -57,6 +61,7 @@ class Loaded:
   augment_config: Any
   clip_config: Any
   crop: crops.CropStyle = crops.STYLES['box']
+  detector: str = 'auto'
 
 
 def legacy_crop(dataset: str) -> crops.CropStyle:
@@ -90,6 +95,7 @@ def from_workdir(workdir: str) -> Loaded:
     augment_config=config.augment,
     clip_config=config.get('clip'),
     crop=run_crop(config.data),
+    detector='auto' if 'crop' in config.data else 'haar',
   )
 
 

@@ -116,6 +116,8 @@ class Predictor:
   @classmethod
   def _from(cls, loaded: loading.Loaded, **options) -> Predictor:
     options.setdefault('crop', loaded.crop)
+    if options.get('detector', 'auto') == 'auto':
+      options['detector'] = loaded.detector
     return cls(
       loaded.model,
       loaded.variables,
