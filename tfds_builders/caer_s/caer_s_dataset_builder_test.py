@@ -199,3 +199,18 @@ def test_aligned_config_stores_faces_and_counts_frames_without(tmp_path, copy):
   assert test['test/Fear/0001.png']['image'].shape == (27, 48, 3)  # Whole.
   assert len(test) == 7
   assert 'alignment' not in build.builder('caer_s').info.metadata
+
+
+def test_aligner_policies_and_styles():
+  from tfds_builders import face_align
+
+  flat = np.full((60, 80, 3), 128, np.uint8)
+  keep = face_align.Aligner('rafdb')
+  assert keep.align(flat, 'train')[0] is flat
+  drop = face_align.Aligner('arcface_112', no_face='drop')
+  assert drop.align(flat, 'test') == (None, None)
+  assert drop.metadata()['images_without_face'] == {'test': 1}
+  with pytest.raises(ValueError, match='template styles only'):
+    face_align.Aligner('affectnet')
+  with pytest.raises(ValueError, match="no_face='skip'"):
+    face_align.Aligner('rafdb', no_face='skip')
