@@ -22,7 +22,8 @@ The networks (`mtcnn_nets`) run jitted; everything between them (the
 pyramid, thresholds, NMS) is a little numpy on the host. So that photos of
 many sizes compile a bounded number of times, shapes are padded to fixed
 sets: each pyramid level's height and width are rounded up to the next
-`LADDER` size (multiples of 16, in steps of at most 2^(1/4) above 64), and
+`LADDER` size (multiples of 16: each up to 128, then about 2^(1/4)
+apart), and
 P-Net is masked to the level's real size (`mtcnn_nets.PNet`'s `valid`),
 so the result equals the unpadded computation; R-Net and O-Net take
 batches padded to `BATCHES` candidates (larger sets run in chunks of the
