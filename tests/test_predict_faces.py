@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import ferjax
 from ferjax import models
 from ferjax import predict
 from ferjax.faces import crops
@@ -204,6 +205,7 @@ def test_annotations_draw_the_landmarks(predictor, tmp_path, monkeypatch):
   stub = types.ModuleType('ferjax.viz')
   stub.annotate = lambda image, table: image.copy()  # Boxes not drawn.
   monkeypatch.setitem(sys.modules, 'ferjax.viz', stub)
+  monkeypatch.setattr(ferjax, 'viz', stub, raising=False)
   image = photos.read('grace_hopper')
   (row,) = predictor.predict([image], annotate_dir=str(tmp_path)).itertuples()
   drawn = cv2.imread(str(tmp_path / 'array_0.png'))[..., ::-1]
