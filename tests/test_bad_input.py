@@ -132,10 +132,10 @@ def _damaged(path: str) -> str:
 )
 def test_a_damaged_video_ends_in_an_error(tmp_path, name, fourcc, damage):
   path = damage(_video(tmp_path / name, fourcc))
-  _, frames = media.read_video(path, stride=1, max_pixels=None)
+  video = media.read_video(path, stride=1, max_pixels=None)
   read = []
   with pytest.raises(media.InputError, match=r'ends at frame (\d+) of the 30'):
-    for index, _ in frames:
+    for index, _ in video.frames:
       read.append(index)
   assert read == list(range(len(read))) and len(read) < 30
 

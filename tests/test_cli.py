@@ -276,12 +276,15 @@ COMMANDS = [
   'ferjax.weights.__main__',
   'ferjax.predict.__main__',
   'ferjax.data.build',
+  'ferjax.faces.mtcnn_weights',
   'bench.run',
   'bench.suite',
   'bench.memory',
   'bench.throughput',
   'bench.train_throughput',
   'bench.synthetic_baselines',
+  'bench.faces',
+  'bench.alignment_figure',
 ]
 
 

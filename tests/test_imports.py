@@ -5,7 +5,7 @@ lazy ones inside functions included, is read with `ast` (nothing is
 imported). The layers, lowest first, are the design's:
 
     leaves (labels, writers, runtime, cli, exported)
-    -> layers, losses, data, tfds_builders, optim, sharding, evaluate
+    -> layers, losses, data, faces, tfds_builders, optim, sharding, evaluate
     -> models -> weights -> checkpointing, checkpoint_checks, viz
     -> export_common
     -> train, predict, export, export_onnx, sweep
@@ -35,6 +35,7 @@ LAYERS = (
     'ferjax.layers',
     'ferjax.losses',
     'ferjax.data',
+    'ferjax.faces',
     'tfds_builders',
     'ferjax.optim',
     'ferjax.sharding',

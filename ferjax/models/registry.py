@@ -48,11 +48,15 @@ class Checkpoint:
       errors recognise it).
     url: where to get it: an address, or where the link is published.
     description: what it holds, e.g. 'IR-50 trained on MS-Celeb-1M'.
+    crop: the face crop its training images had (a
+      `ferjax.faces.crops` style name, e.g. 'arcface_112'), which the
+      predictor uses for weights without a run config; None: unknown.
   """
 
   file: str
   url: str
   description: str
+  crop: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)

@@ -22,7 +22,8 @@ from absl import flags
 
 from ferjax import cli
 from ferjax import writers
-from ferjax.predict import detect
+from ferjax.faces import crops
+from ferjax.faces import detect
 from ferjax.predict.predictor import Predictor
 
 
@@ -57,9 +58,17 @@ def _define(fv: flags.FlagValues) -> None:
   )
   flags.DEFINE_enum(
     'detector',
-    'haar',
-    detect.list_detectors(),
-    "face detector ('none': the inputs are face crops)",
+    'auto',
+    ('auto', *detect.list_detectors()),
+    "face detector ('auto': mtcnn, or none for models of whole frames; "
+    "'none': the inputs are face crops)",
+    flag_values=fv,
+  )
+  flags.DEFINE_enum(
+    'crop',
+    None,
+    sorted(crops.STYLES),
+    "how faces are cut out (default: the run's dataset's)",
     flag_values=fv,
   )
   flags.DEFINE_integer(
@@ -124,6 +133,8 @@ def _predictor(fv: flags.FlagValues) -> Predictor:
   }
   if fv.margin is not None:
     options['margin'] = fv.margin
+  if fv.crop is not None:
+    options['crop'] = fv.crop
   with cli.usage_errors(OSError, ValueError, TypeError, ImportError):
     if fv.workdir:
       return Predictor.from_workdir(fv.workdir, **options)

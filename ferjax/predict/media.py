@@ -2,7 +2,7 @@
 
     items = media.expand_inputs(['photo.jpg', 'folder/', 'clip.mp4', array])
     image = media.read_image('photo.jpg', max_pixels=100_000_000)
-    fps, frames = media.read_video('clip.mp4', stride=2, max_pixels=None)
+    video = media.read_video('clip.mp4', stride=2, max_pixels=None)
 
 `expand_inputs` turns what `ferjax.predict.Predictor.predict` is given into
 `Item`s, in order: a directory becomes its image and video files
@@ -191,8 +191,18 @@ def _short(read: int, listed: int) -> bool:
   return listed > 0 and read < 0.98 * listed - 1
 
 
-def read_video(path: str, stride: int, max_pixels: int | None):
-  """(fps, an iterator of (frame index, RGB frame)) of every stride-th frame.
+@dataclasses.dataclass(frozen=True)
+class Video:
+  """An opened video: its frame rate, how many frames will be sampled
+  (from the header; 0 if unknown), and an iterator of (index, RGB frame)."""
+
+  fps: float
+  sampled: int
+  frames: Iterator[tuple[int, np.ndarray]]
+
+
+def read_video(path: str, stride: int, max_pixels: int | None) -> Video:
+  """Every stride-th frame of a video, as RGB.
 
   Raises:
     InputError: OpenCV cannot open the file, or its frames are too large;
@@ -232,4 +242,5 @@ def read_video(path: str, stride: int, max_pixels: int | None):
         '(truncated or damaged)'
       )
 
-  return cap.get(cv2.CAP_PROP_FPS) or 25.0, frames()
+  fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+  return Video(fps, -(-max(0, listed) // stride), frames())
