@@ -21,7 +21,6 @@ protocol reports the mean over its five folds.
 """
 
 import dataclasses
-import json
 import os
 import re
 import statistics
@@ -125,11 +124,10 @@ def markdown(rows: Sequence[dict], summary: dict) -> str:
 
 
 def _results_of(workdir: str) -> dict | None:
-  path = os.path.join(workdir, 'results.json')
+  path = os.path.join(workdir, writers.RESULTS_FILE)
   if not os.path.exists(path):
     return None
-  with open(path) as f:
-    return json.load(f)
+  return writers.read_json(path)
 
 
 def sweep(
@@ -164,11 +162,8 @@ def sweep(
     rows.append(row(run, results))
   summary = aggregate(rows)
   table = {'rows': rows, 'summary': summary}
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, 'sweep.json'), 'w') as f:
-    json.dump(table, f, indent=2)
-  with open(os.path.join(workdir, 'sweep.md'), 'w') as f:
-    f.write(markdown(rows, summary))
+  writers.write_json(os.path.join(workdir, 'sweep.json'), table)
+  writers.write_text(os.path.join(workdir, 'sweep.md'), markdown(rows, summary))
   return table
 
 
