@@ -62,7 +62,8 @@ logging goes through absl's handler, at INFO unless --verbosity is given.
 
 Every command also drops the "Event loop is closed" reports that orbax's and
 tensorstore's background threads print after a failed checkpoint read or
-write: the error itself is reported once, by the command.
+write, and the reports of the reads abandoned when one read failed: the error
+itself is reported once, by the command.
 """
 
 import ast
@@ -339,18 +340,24 @@ def _error(message: str, hint: bool, debug: bool = False) -> None:
 
 def _is_event_loop_noise(unraisable) -> bool:
   error = unraisable.exc_value
-  return isinstance(error, RuntimeError) and str(error) == (
-    'Event loop is closed'
+  if isinstance(error, RuntimeError) and str(error) == 'Event loop is closed':
+    return True
+  # A read coroutine closed unfinished (its peer failed first): orbax wraps
+  # the GeneratorExit of the close in an error of its own.
+  return isinstance(error, Exception) and isinstance(
+    error.__cause__, GeneratorExit
   )
 
 
 def quiet_async_noise() -> None:
-  """Drops the "Event loop is closed" reports of orbax's async threads.
+  """Drops the after-the-fact reports of orbax's async checkpoint I/O.
 
   When a checkpoint read or write fails, tensorstore still completes the
   other pending reads or writes and posts them to the event loop orbax has
   already closed; each posting is reported as an unraisable RuntimeError
-  with a traceback, hundreds of them for one failure. They say nothing
+  with a traceback, hundreds of them for one failure. The read coroutines
+  abandoned by the failure are closed when collected, and orbax reports each
+  close as an error caused by GeneratorExit. None of them says anything
   about the failure, which the command reports once. Other unraisable
   exceptions still reach the previous hook.
   """

@@ -204,6 +204,9 @@ def test_event_loop_noise_is_dropped_and_the_rest_kept(monkeypatch):
       self.exc_value = error
 
   sys.unraisablehook(Unraisable(RuntimeError('Event loop is closed')))
+  abandoned = Exception('Encountered error while reading array index')
+  abandoned.__cause__ = GeneratorExit()
+  sys.unraisablehook(Unraisable(abandoned))
   other = Unraisable(RuntimeError('something else'))
   sys.unraisablehook(other)
   assert seen == [other]
