@@ -12,7 +12,6 @@ a leak shows as growth after it, reported as the least-squares slope of RSS
 over the later epochs (MiB per epoch).
 """
 
-import argparse
 import importlib
 import json
 import os
@@ -20,12 +19,14 @@ import resource
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from unittest import mock
 
 import numpy as np
 import psutil
 from absl import flags
 
+from ferjax import cli
 from ferjax import train
 from ferjax import writers
 from ferjax.data import pipeline
@@ -150,38 +151,47 @@ def table(r: dict) -> str:
   return '\n'.join(lines)
 
 
-def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(
-    prog='python -m bench.memory', description=__doc__.split('\n\n')[0]
+def _define(fv: flags.FlagValues) -> None:
+  flags.DEFINE_string(
+    'config', 'configs/demo.py:smoke', 'configs/NAME.py[:arg]', flag_values=fv
   )
-  parser.add_argument('--config', default='configs/demo.py:smoke')
-  parser.add_argument('--steps', type=int, default=300)
-  parser.add_argument('--data_dir', help="TFDS data_dir (config's default)")
-  parser.add_argument('--workdir', help='kept if given; else a temp dir')
-  parser.add_argument('--json', help='write the report here')
-  args = parser.parse_args(argv)
-  if not flags.FLAGS.is_parsed():  # grain's worker processes read flags.
-    flags.FLAGS.mark_as_parsed()
-  config = load_config(args.config)
-  if args.data_dir:
-    config.data.data_dir = args.data_dir
+  flags.DEFINE_integer(
+    'steps', 300, 'train steps', lower_bound=1, flag_values=fv
+  )
+  flags.DEFINE_string(
+    'data_dir', None, "TFDS data_dir (config's default)", flag_values=fv
+  )
+  flags.DEFINE_string(
+    'workdir', None, 'kept if given; else a temp dir', flag_values=fv
+  )
+  flags.DEFINE_string('json', None, 'write the report here', flag_values=fv)
+
+
+def _main(fv: flags.FlagValues) -> None:
+  with cli.usage_errors(ValueError, ImportError):  # A bad --config.
+    config = load_config(fv.config)
+  if fv.data_dir:
+    config.data.data_dir = fv.data_dir
   start_rss, start = rss_bytes(), time.perf_counter()
   with tempfile.TemporaryDirectory(prefix='ferjax-memory-') as tmp:
-    spe, records = per_epoch(config, args.steps, args.workdir or tmp)
+    spe, records = per_epoch(config, fv.steps, fv.workdir or tmp)
   r = report(
-    args.config,
-    args.steps,
+    fv.config,
+    fv.steps,
     spe,
     records,
     start_rss,
     time.perf_counter() - start,
   )
   print(table(r))
-  if args.json:
-    with open(args.json, 'w') as f:
+  if fv.json:
+    with open(fv.json, 'w') as f:
       json.dump(r, f, indent=2)
-    print(f'wrote {args.json}')
-  return 0
+    print(f'wrote {fv.json}')
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  return cli.run(_main, _define, argv)
 
 
 if __name__ == '__main__':

@@ -2,7 +2,7 @@ r"""Speed of one model: compile, train and eval steps, MFU, memory, input.
 
   python -m bench.run --model manet --batch 64 --size 224 --dtype bf16
   python -m bench.run --model mfer --batch 8 --steps 3 --json mfer.json
-  python -m bench.run --model resnet18 --smoke --steps 2 --no-torch
+  python -m bench.run --model resnet18 --smoke --steps 2 --notorch
 
 For the model's paper config (configs/{manet,mfer,jadfer}_rafdb.py,
 configs/gcsa_dfew.py; `resnet18`: the base config's torchvision-width
@@ -34,13 +34,14 @@ Prints a table; `--json OUT` writes every number with the devices, the
 versions, dtype, batch and size.
 """
 
-import argparse
 import gc
 import importlib.metadata
 import json
 import os
 import platform
 import sys
+import types
+from collections.abc import Sequence
 
 import jax
 from absl import flags
@@ -49,6 +50,7 @@ from bench import common
 from bench import input_pipeline
 from bench import mfu as mfu_lib
 from bench import torch_step
+from ferjax import cli
 from ferjax import sharding
 from ferjax import train
 from ferjax.data import pipeline
@@ -193,8 +195,8 @@ def mfu_report(results: dict, dev: dict, dtype: str, override: float | None):
 
 def torch_steps(config, args):
   """(the config's `torch_step.TorchSteps`, its model) or (None, why not)."""
-  if args.no_torch:
-    return None, '--no-torch'
+  if not args.torch:
+    return None, '--notorch'
   net, what = torch_step.model_for(config)
   if net is None:
     return None, what
@@ -255,8 +257,8 @@ PIPELINE_ROWS = ('jpeg', 'cache', 'jpeg_on_device', 'cache_on_device')
 
 def bench_pipeline(config, args, train_rate: float) -> dict:
   """The input pipeline on JPEGs and on a decoded cache, vs the step."""
-  if args.no_pipeline:
-    return {'skipped': '--no-pipeline'}
+  if not args.pipeline:
+    return {'skipped': '--nopipeline'}
   clip = pipeline.clip_config(config)
   default_size = 48 if args.smoke else (224 if clip else 100)
   default_examples = (
@@ -384,82 +386,78 @@ def table(report: dict) -> str:
   return '\n'.join(lines)
 
 
-def parse_args(argv=None) -> argparse.Namespace:
-  parser = argparse.ArgumentParser(
-    prog='python -m bench.run', description=__doc__.split('\n\n')[0]
+def _define(fv: flags.FlagValues) -> None:
+  def integer(name, default, help_, **kwargs):
+    flags.DEFINE_integer(name, default, help_, flag_values=fv, **kwargs)
+
+  flags.DEFINE_enum('model', None, common.MODELS, 'the model', flag_values=fv)
+  flags.DEFINE_bool(
+    'smoke', False, "the config's :smoke variant", flag_values=fv
   )
-  parser.add_argument('--model', required=True, choices=common.MODELS)
-  parser.add_argument(
-    '--smoke', action='store_true', help="the config's :smoke variant"
+  integer('batch', None, 'global train batch')
+  integer('eval_batch', None, 'global eval batch (default: --batch)')
+  integer('size', None, 'image side in pixels')
+  flags.DEFINE_enum(
+    'dtype',
+    None,
+    sorted(common.DTYPES),
+    "compute dtype (default: the config's)",
+    flag_values=fv,
   )
-  parser.add_argument('--batch', type=int, help='global train batch')
-  parser.add_argument(
-    '--eval_batch', type=int, help='global eval batch (default: --batch)'
+  integer('steps', 10, 'steps per timed window', lower_bound=1)
+  integer('windows', 3, 'timed windows', lower_bound=1)
+  integer('warmup', 2, 'untimed steps after compiling', lower_bound=0)
+  flags.DEFINE_float(
+    'peak_tflops', None, 'peak TFLOP/s per device for MFU', flag_values=fv
   )
-  parser.add_argument('--size', type=int, help='image side in pixels')
-  parser.add_argument(
-    '--dtype', choices=sorted(common.DTYPES), help="compute dtype (config's)"
+  flags.DEFINE_bool(
+    'torch', True, 'time PyTorch too (--notorch skips it)', flag_values=fv
   )
-  parser.add_argument(
-    '--steps', type=int, default=10, help='steps per timed window'
+  flags.DEFINE_bool(
+    'pipeline',
+    True,
+    'time the input pipeline (--nopipeline skips it)',
+    flag_values=fv,
   )
-  parser.add_argument('--windows', type=int, default=3, help='timed windows')
-  parser.add_argument(
-    '--warmup', type=int, default=2, help='untimed steps after compiling'
+  integer('workers', 0, 'grain worker processes to time', lower_bound=0)
+  integer('source_size', None, 'stored JPEG side (100; clips 224)')
+  integer('source_examples', None, 'examples in the JPEG dataset')
+  flags.DEFINE_float(
+    'pipeline_seconds', None, 'seconds per pipeline timing', flag_values=fv
   )
-  parser.add_argument(
-    '--peak_tflops', type=float, help='peak TFLOP/s per device for MFU'
+  flags.DEFINE_multi_string(
+    'set',
+    [],
+    'override a config field, FIELD=VALUE, e.g. model.remat=true',
+    flag_values=fv,
   )
-  parser.add_argument('--no-torch', dest='no_torch', action='store_true')
-  parser.add_argument('--no-pipeline', dest='no_pipeline', action='store_true')
-  parser.add_argument(
-    '--workers', type=int, default=0, help='grain worker processes to time'
+  flags.DEFINE_string(
+    'json', None, 'write the full report here', flag_values=fv
   )
-  parser.add_argument(
-    '--source_size', type=int, help='stored JPEG side (100; clips 224)'
-  )
-  parser.add_argument(
-    '--source_examples', type=int, help='examples in the JPEG dataset'
-  )
-  parser.add_argument(
-    '--pipeline_seconds', type=float, help='seconds per pipeline timing'
-  )
-  parser.add_argument(
-    '--set',
-    dest='overrides',
-    action='append',
-    default=[],
-    metavar='FIELD=VALUE',
-    help='override a config field, e.g. model.remat=true (repeatable)',
-  )
-  parser.add_argument('--json', help='write the full report here')
-  args = parser.parse_args(argv)
-  for name in ('steps', 'windows'):
-    if getattr(args, name) < 1:
-      parser.error(f'--{name} must be at least 1.')
-  return args
+  flags.mark_flag_as_required('model', flag_values=fv)
 
 
-def run(args: argparse.Namespace) -> dict:
-  """Every measurement of `args`, as the JSON report."""
-  config = common.make_config(
-    args.model,
-    smoke=args.smoke,
-    batch=args.batch,
-    size=args.size,
-    dtype=args.dtype,
-    overrides=tuple(args.overrides),
-  )
-  args.eval_batch = args.eval_batch or config.batch_size
-  common.check_batch(config.batch_size)
-  common.check_batch(args.eval_batch, '--eval_batch')
+def run(args: types.SimpleNamespace) -> dict:
+  """Every measurement of `args` (the flags), as the JSON report."""
+  with cli.usage_errors(ValueError):  # A bad --set, --batch, --eval_batch.
+    config = common.make_config(
+      args.model,
+      smoke=args.smoke,
+      batch=args.batch,
+      size=args.size,
+      dtype=args.dtype,
+      overrides=tuple(args.set),
+    )
+    args.eval_batch = args.eval_batch or config.batch_size
+    common.check_batch(config.batch_size)
+    common.check_batch(args.eval_batch, '--eval_batch')
   dev = devices()
   jax_results, torch_report = time_steps(config, args)
   report = {
     'model': args.model,
     'config': common.config_source(args.model, args.smoke),
     'smoke': args.smoke,
-    'overrides': list(args.overrides),
+    'overrides': list(args.set),
     'dtype': config.model.dtype,
     'batch': config.batch_size,
     'eval_batch': args.eval_batch,
@@ -493,10 +491,8 @@ def run(args: argparse.Namespace) -> dict:
   return report
 
 
-def main(argv=None) -> int:
-  args = parse_args(argv)
-  if not flags.FLAGS.is_parsed():  # grain's worker processes read flags.
-    flags.FLAGS.mark_as_parsed()
+def _main(fv: flags.FlagValues) -> None:
+  args = types.SimpleNamespace(**fv.flag_values_dict())
   report = run(args)
   print(table(report))
   if args.json:  # Written whole or not at all.
@@ -504,7 +500,10 @@ def main(argv=None) -> int:
       json.dump(report, f, indent=2)
     os.replace(args.json + '.tmp', args.json)
     print(f'wrote {args.json}')
-  return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  return cli.run(_main, _define, argv)
 
 
 if __name__ == '__main__':

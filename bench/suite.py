@@ -21,13 +21,17 @@ Plans:
   smoke  two tiny entries, for tests.
 """
 
-import argparse
 import dataclasses
 import json
 import os
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
+
+from absl import flags
+
+from ferjax import cli
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -48,21 +52,21 @@ _CPU_TIMING = ('--steps', '2', '--windows', '3', '--warmup', '2')
 PLANS = {
   'gpu': (
     _entry('mfer_bf16', '--model', 'mfer', '--batch', '32', '--size', '224',
-           '--dtype', 'bf16', '--no-pipeline', *_GPU_TIMING),
+           '--dtype', 'bf16', '--nopipeline', *_GPU_TIMING),
     _entry('mfer_bf16_dw_custom', '--model', 'mfer', '--batch', '32',
-           '--size', '224', '--dtype', 'bf16', '--no-pipeline', '--no-torch',
+           '--size', '224', '--dtype', 'bf16', '--nopipeline', '--notorch',
            '--set', 'model.depthwise_grad=custom', *_GPU_TIMING),
     _entry('jadfer_bf16', '--model', 'jadfer', '--batch', '64', '--size',
-           '112', '--dtype', 'bf16', '--no-pipeline', *_GPU_TIMING),
+           '112', '--dtype', 'bf16', '--nopipeline', *_GPU_TIMING),
     _entry('gcsa_bf16', '--model', 'gcsa', '--batch', '16', '--size', '112',
-           '--dtype', 'bf16', '--no-pipeline', *_GPU_TIMING),
+           '--dtype', 'bf16', '--nopipeline', *_GPU_TIMING),
     _entry('resnet18_bf16', '--model', 'resnet18', '--batch', '256',
            '--size', '112', '--dtype', 'bf16', '--workers', '8',
            '--pipeline_seconds', '3', *_GPU_TIMING),
     _entry('manet_bf16', '--model', 'manet', '--batch', '64', '--size',
-           '224', '--dtype', 'bf16', '--no-pipeline', *_GPU_TIMING),
+           '224', '--dtype', 'bf16', '--nopipeline', *_GPU_TIMING),
     _entry('mfer_bf16_remat', '--model', 'mfer', '--batch', '32', '--size',
-           '224', '--dtype', 'bf16', '--no-pipeline', '--no-torch', '--set',
+           '224', '--dtype', 'bf16', '--nopipeline', '--notorch', '--set',
            'model.remat=true', *_GPU_TIMING),
   ),
   'cpu': (
@@ -82,10 +86,10 @@ PLANS = {
   ),
   'smoke': (
     _entry('resnet18_smoke', '--model', 'resnet18', '--smoke', '--steps',
-           '1', '--windows', '1', '--warmup', '1', '--no-pipeline',
-           '--no-torch'),
+           '1', '--windows', '1', '--warmup', '1', '--nopipeline',
+           '--notorch'),
     _entry('gcsa_smoke', '--model', 'gcsa', '--smoke', '--steps', '1',
-           '--windows', '1', '--warmup', '1', '--no-pipeline', '--no-torch'),
+           '--windows', '1', '--warmup', '1', '--nopipeline', '--notorch'),
   ),
 }
 # fmt: on
@@ -193,24 +197,26 @@ def run(plan: str, out: str, budget_s: float, min_entry_s: float) -> list:
   return statuses
 
 
-def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(
-    prog='python -m bench.suite', description=__doc__.split('\n\n')[0]
+def _define(fv: flags.FlagValues) -> None:
+  flags.DEFINE_enum('plan', 'gpu', sorted(PLANS), 'the plan', flag_values=fv)
+  flags.DEFINE_string('out', None, 'folder for the reports', flag_values=fv)
+  flags.DEFINE_float('budget_s', 540.0, 'seconds for the plan', flag_values=fv)
+  flags.DEFINE_float(
+    'min_entry_s',
+    60.0,
+    'skip entries that would start with less than this left',
+    flag_values=fv,
   )
-  parser.add_argument('--plan', choices=sorted(PLANS), default='gpu')
-  parser.add_argument('--out', required=True, help='folder for the reports')
-  parser.add_argument(
-    '--budget_s', type=float, default=540.0, help='seconds for the plan'
-  )
-  parser.add_argument(
-    '--min_entry_s',
-    type=float,
-    default=60.0,
-    help='skip entries that would start with less than this left',
-  )
-  args = parser.parse_args(argv)
-  statuses = run(args.plan, args.out, args.budget_s, args.min_entry_s)
+  flags.mark_flag_as_required('out', flag_values=fv)
+
+
+def _main(fv: flags.FlagValues) -> int:
+  statuses = run(fv.plan, fv.out, fv.budget_s, fv.min_entry_s)
   return 0 if any(s['status'] == 'ok' for s in statuses) else 1
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  return cli.run(_main, _define, argv)
 
 
 if __name__ == '__main__':

@@ -12,18 +12,21 @@ Also reports the build time (when this run builds) and the rendering time
 per image. Usage:
 
   python bench/synthetic_baselines.py [--config 112] [--data_dir DIR]
-      [--resize 32 64] [--color rgb gray]
+      [--resize 32 --resize 64] [--color rgb --color gray]
 """
 
-import argparse
+import sys
 import time
+from collections.abc import Sequence
 
 import cv2
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+from absl import flags
 
+from ferjax import cli
 from ferjax.data import build
 from tfds_builders.synthetic_fer import render
 from tfds_builders.synthetic_fer import synthetic_fer_dataset_builder as sfer
@@ -98,19 +101,22 @@ def render_ms(
   return 1e3 * (mid - start) / n, 1e3 * (end - mid) / n
 
 
-def main():
-  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
-  parser.add_argument('--config', default='112')
-  parser.add_argument('--data_dir')
-  parser.add_argument('--resize', type=int, nargs='+', default=[32])
-  parser.add_argument(
-    '--color', nargs='+', choices=['rgb', 'gray'], default=['rgb']
+def _define(fv: flags.FlagValues) -> None:
+  flags.DEFINE_string('config', '112', 'synthetic_fer config', flag_values=fv)
+  flags.DEFINE_string('data_dir', None, 'TFDS data directory', flag_values=fv)
+  flags.DEFINE_multi_integer(
+    'resize', [32], 'side to downsample to (repeatable)', flag_values=fv
   )
-  args = parser.parse_args()
+  flags.DEFINE_multi_enum(
+    'color', ['rgb'], ['rgb', 'gray'], 'pixels (repeatable)', flag_values=fv
+  )
 
-  built = build.is_built('synthetic_fer', args.config, args.data_dir)
+
+def _main(fv: flags.FlagValues) -> None:
+  with cli.usage_errors(ValueError):  # An unknown --config.
+    built = build.is_built('synthetic_fer', fv.config, fv.data_dir)
   start = time.perf_counter()
-  b = build.build('synthetic_fer', args.config, args.data_dir)
+  b = build.build('synthetic_fer', fv.config, fv.data_dir)
   if not built:
     print(f'built in {time.perf_counter() - start:.1f} s: {b.data_dir}')
   cfg = b.builder_config
@@ -120,8 +126,8 @@ def main():
     f' ({cfg.image_size} px)'
   )
   num_classes = b.info.features['label'].num_classes
-  for size in args.resize:
-    for color in args.color:
+  for size in fv.resize:
+    for color in fv.color:
       gray = color == 'gray'
       xtr, ytr = load(b, 'train', size, gray)
       xte, yte = load(b, 'test', size, gray)
@@ -136,5 +142,9 @@ def main():
       )
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+  return cli.run(_main, _define, argv)
+
+
 if __name__ == '__main__':
-  main()
+  sys.exit(main())

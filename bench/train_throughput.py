@@ -11,43 +11,50 @@ optimizer, and the same step in PyTorch where the model has a PyTorch
 version (on CUDA when torch sees one), with their ratio.
 """
 
-import argparse
 import sys
+from collections.abc import Sequence
+
+from absl import flags
 
 sys.path.insert(0, '.')
 
 from bench import common  # noqa: E402
 from bench import run  # noqa: E402
+from ferjax import cli  # noqa: E402
 
 MODELS = common.MODELS
 
 
-def main(argv=None) -> int:
-  parser = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
-  parser.add_argument('--model', default='manet', choices=MODELS)
-  parser.add_argument('--batch', type=int, default=64)
-  parser.add_argument('--size', type=int, default=224)
-  parser.add_argument('--steps', type=int, default=5, help='timed steps')
-  parser.add_argument(
-    '--dtype', default='float32', choices=('float32', 'bfloat16')
+def _define(fv: flags.FlagValues) -> None:
+  flags.DEFINE_enum('model', 'manet', MODELS, 'the model', flag_values=fv)
+  flags.DEFINE_integer('batch', 64, 'global train batch', flag_values=fv)
+  flags.DEFINE_integer('size', 224, 'image side in pixels', flag_values=fv)
+  flags.DEFINE_integer('steps', 5, 'timed steps', flag_values=fv)
+  flags.DEFINE_enum(
+    'dtype',
+    'float32',
+    ['float32', 'bfloat16'],
+    'compute dtype',
+    flag_values=fv,
   )
-  args = parser.parse_args(argv)
-  dtype = {'float32': 'f32', 'bfloat16': 'bf16'}[args.dtype]
+
+
+def _main(fv: flags.FlagValues) -> int:
+  dtype = {'float32': 'f32', 'bfloat16': 'bf16'}[fv.dtype]
   return run.main(
     [
-      '--model',
-      args.model,
-      '--batch',
-      str(args.batch),
-      '--size',
-      str(args.size),
-      '--dtype',
-      dtype,
-      '--steps',
-      str(args.steps),
-      '--no-pipeline',
+      f'--model={fv.model}',
+      f'--batch={fv.batch}',
+      f'--size={fv.size}',
+      f'--dtype={dtype}',
+      f'--steps={fv.steps}',
+      '--nopipeline',
     ]
   )
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  return cli.run(_main, _define, argv)
 
 
 if __name__ == '__main__':

@@ -11,6 +11,8 @@ import contextlib
 
 import ml_collections
 
+from ferjax import cli
+
 
 def _coerce(name: str, text: str, default):
   """Parses `text` into the type of `default`, naming the field on failure."""
@@ -35,22 +37,22 @@ def override(config: ml_collections.ConfigDict, assignment: str) -> None:
   Booleans accept true/false/1/0/yes/no; fields that are None take the text
   as a string. An unknown field is an error naming it.
   """
-  path, sep, text = assignment.partition('=')
-  *parents, name = path.strip().split('.')
+  hint = (
+    f'{assignment!r}: expected FIELD=VALUE with FIELD an existing config '
+    'field, e.g. model.remat=true.'
+  )
+  try:
+    path, text = cli.split_field(assignment)
+  except ValueError:
+    raise ValueError(hint) from None
+  *parents, name = path.split('.')
   node = config
   for part in parents:
     node = (
       node.get(part) if isinstance(node, ml_collections.ConfigDict) else None
     )
-  if (
-    not sep
-    or not isinstance(node, ml_collections.ConfigDict)
-    or (name not in node)
-  ):
-    raise ValueError(
-      f'{assignment!r}: expected FIELD=VALUE with FIELD an existing config '
-      'field, e.g. model.remat=true.'
-    )
+  if not isinstance(node, ml_collections.ConfigDict) or name not in node:
+    raise ValueError(hint)
   current = node[name]
   if current is not None and not isinstance(current, bool | int | float | str):
     raise ValueError(
@@ -110,6 +112,10 @@ def base_config() -> ml_collections.ConfigDict:
   # A float feature to train on instead of the label, e.g. FERPlus's
   # 'label_distribution' (builder config 'probability').
   config.data.soft_target = placeholder(str)
+  # How its images frame a face (a ferjax.faces.crops style), which the
+  # predictor cuts detected faces to; None: the dataset's own
+  # (DatasetSpec.crop), which set_dataset writes here.
+  config.data.crop = placeholder(str)
   # Decode each image split once into memory-mapped arrays on local disk
   # (`ferjax.data.decoded_cache`): ~2x the examples per CPU core for small
   # datasets (RAF-DB: 460 MB). Image datasets only.
@@ -203,6 +209,7 @@ def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   config.data.num_classes = 7
   config.data.sampling = 'uniform'
   config.data.soft_target = None
+  config.data.crop = None
   config.augment.size = 32
   config.batch_size = 16
   config.eval_batch_size = 32  # The 140 test examples need a padded batch.

@@ -26,7 +26,7 @@ The output directory holds
 `ferjax.exported.load(DIR)` runs it with jax and numpy alone (its docstring
 says how to use it from another project). Before writing, the export is
 deserialized and run on this host against the model (metadata.json's
-'check'; --no-verify skips it). An export is written to a temporary
+'check'; --noverify skips it). An export is written to a temporary
 directory beside --out and renamed at the end, so a failure leaves nothing;
 an --out that exists and is not empty is refused. jax.export serializes with
 the flatbuffers package.
@@ -40,7 +40,6 @@ ONNX (`--onnx`) lives in `ferjax.export_onnx`.
 
 from __future__ import annotations
 
-import argparse
 import importlib
 import importlib.util
 import json
@@ -56,10 +55,12 @@ import jax.extend
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+from absl import flags
 from absl import logging
 
 import ferjax
 from ferjax import checkpointing
+from ferjax import cli
 from ferjax import export_common
 from ferjax import exported as exported_lib
 from ferjax import labels as labels_lib
@@ -147,16 +148,12 @@ def export_logits(
   }
 
 
-def _checkpoint_used(workdir: str) -> dict:
-  """Which checkpoint `checkpointing.load_run` restores: best, else latest."""
-  for kind, sub in (('best', 'best'), ('latest', 'checkpoints')):
-    path = os.path.join(workdir, sub)
-    if not os.path.isdir(path):
-      continue
-    steps = [int(d) for d in os.listdir(path) if d.isdigit()]
-    if steps:
-      return {'kind': kind, 'step': max(steps)}
-  return {}
+def _has_checkpoint(workdir: str) -> bool:
+  """Whether best/ or checkpoints/ holds a finished step (none is read)."""
+  dirs = [os.path.join(workdir, sub) for sub in ('best', 'checkpoints')]
+  return any(
+    name.isdigit() for d in dirs if os.path.isdir(d) for name in os.listdir(d)
+  )
 
 
 def run_metrics(workdir: str, config: ml_collections.ConfigDict) -> dict:
@@ -165,10 +162,9 @@ def run_metrics(workdir: str, config: ml_collections.ConfigDict) -> dict:
   A run still training has no results.json; its best eval record in
   metrics.jsonl stands in.
   """
-  path = os.path.join(workdir, 'results.json')
+  path = os.path.join(workdir, writers.RESULTS_FILE)
   if os.path.exists(path):
-    with open(path) as f:
-      results = json.load(f)
+    results = writers.read_json(path)
     return {k: results[k] for k in ('best', 'final') if k in results}
   metric = config.get('best_metric', 'war')
   evals = [r for r in writers.read_metrics(workdir) if f'eval/{metric}' in r]
@@ -383,15 +379,15 @@ def export_run(
     )
   saved.check_empty_target(out_dir)
   has_config = os.path.exists(os.path.join(workdir, 'config.json'))
-  if has_config and not _checkpoint_used(workdir):
+  if has_config and not _has_checkpoint(workdir):
     raise FileNotFoundError(
       f'--workdir={workdir} has no checkpoint yet (best/ or checkpoints/); '
       'export it once training has saved one.'
     )
-  config, variables = checkpointing.load_run(workdir)
+  config, variables, used = checkpointing.read_run(workdir)
   run = {
     'workdir': workdir,
-    'checkpoint': _checkpoint_used(workdir),
+    'checkpoint': used,
     'metrics': run_metrics(workdir, config),
   }
   return export_variables(
@@ -407,59 +403,62 @@ def export_run(
   )
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-  """Command-line entry point; returns the exit status."""
-  parser = argparse.ArgumentParser(
-    prog='python -m ferjax.export',
-    description='Exports a training run for inference (jax.export).',
+def _define(fv: flags.FlagValues) -> None:
+  flags.DEFINE_string('workdir', None, 'the run directory', flag_values=fv)
+  flags.DEFINE_string('out', None, 'the directory to write', flag_values=fv)
+  flags.DEFINE_string(
+    'platforms',
+    ','.join(DEFAULT_PLATFORMS),
+    'comma-separated jax.export platforms',
+    flag_values=fv,
   )
-  parser.add_argument('--workdir', required=True, help='the run directory')
-  parser.add_argument('--out', required=True, help='the directory to write')
-  parser.add_argument(
-    '--platforms',
-    default=','.join(DEFAULT_PLATFORMS),
-    help='comma-separated jax.export platforms (default: %(default)s)',
+  flags.DEFINE_integer(
+    'batch',
+    None,
+    'export for a fixed batch of N (default: any batch size)',
+    flag_values=fv,
   )
-  parser.add_argument(
-    '--batch',
-    type=int,
-    default=None,
-    metavar='N',
-    help='export for a fixed batch of N (default: any batch size)',
+  flags.DEFINE_bool(
+    'verify',
+    True,
+    'run the export against the model on this host (--noverify skips it)',
+    flag_values=fv,
   )
-  parser.add_argument(
-    '--no-verify',
-    dest='verify',
-    action='store_false',
-    help='skip running the export against the model on this host',
+  flags.DEFINE_bool(
+    'onnx',
+    False,
+    'also write model.onnx (needs the jax2onnx and onnx packages)',
+    flag_values=fv,
   )
-  parser.add_argument(
-    '--onnx',
-    action='store_true',
-    help='also write model.onnx (needs the jax2onnx and onnx packages)',
-  )
-  args = parser.parse_args(argv)
-  try:
+  flags.mark_flags_as_required(['workdir', 'out'], flag_values=fv)
+
+
+def _main(fv: flags.FlagValues) -> None:
+  # A bad --workdir, --out, --platforms or --batch is a usage error; a
+  # failed verification (RuntimeError) is a failure.
+  usage = (ValueError, FileNotFoundError, FileExistsError)
+  with cli.failures(RuntimeError), cli.usage_errors(*usage):
     out = export_run(
-      args.workdir,
-      args.out,
-      platforms=args.platforms,
-      batch_polymorphic=args.batch is None,
-      batch_size=args.batch or 1,
-      verify=args.verify,
-      onnx=args.onnx,
+      fv.workdir,
+      fv.out,
+      platforms=fv.platforms,
+      batch_polymorphic=fv.batch is None,
+      batch_size=fv.batch or 1,
+      verify=fv.verify,
+      onnx=fv.onnx,
     )
-  except (ValueError, OSError, ImportError, RuntimeError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
   with open(os.path.join(out, exported_lib.METADATA_FILE)) as f:
     metadata = json.load(f)
   print(
-    f'{metadata["model"]} from {args.workdir} -> {out}: input '
+    f'{metadata["model"]} from {fv.workdir} -> {out}: input '
     f'{metadata["input"]["shape"]} uint8, platforms '
     f'{",".join(metadata["platforms"])}'
   )
-  return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """Command-line entry point; returns the exit status."""
+  return cli.run(_main, _define, argv)
 
 
 if __name__ == '__main__':

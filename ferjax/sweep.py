@@ -21,18 +21,18 @@ protocol reports the mean over its five folds.
 """
 
 import dataclasses
-import json
 import os
 import re
 import statistics
+import sys
 from collections.abc import Callable
 from collections.abc import Sequence
 
-from absl import app
 from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from ferjax import cli
 from ferjax import writers
 from ferjax.data import datasets
 
@@ -124,11 +124,10 @@ def markdown(rows: Sequence[dict], summary: dict) -> str:
 
 
 def _results_of(workdir: str) -> dict | None:
-  path = os.path.join(workdir, 'results.json')
+  path = os.path.join(workdir, writers.RESULTS_FILE)
   if not os.path.exists(path):
     return None
-  with open(path) as f:
-    return json.load(f)
+  return writers.read_json(path)
 
 
 def sweep(
@@ -163,53 +162,54 @@ def sweep(
     rows.append(row(run, results))
   summary = aggregate(rows)
   table = {'rows': rows, 'summary': summary}
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, 'sweep.json'), 'w') as f:
-    json.dump(table, f, indent=2)
-  with open(os.path.join(workdir, 'sweep.md'), 'w') as f:
-    f.write(markdown(rows, summary))
+  writers.write_json(os.path.join(workdir, 'sweep.json'), table)
+  writers.write_text(os.path.join(workdir, 'sweep.md'), markdown(rows, summary))
   return table
 
 
-def _define_flags() -> None:
-  """Flags of the command line (only there: importing defines none)."""
+def _define(fv: flags.FlagValues) -> None:
   config_flags.DEFINE_config_file(
-    'config', None, 'Config file, e.g. configs/gcsa_dfew.py.', lock_config=True
+    'config',
+    None,
+    'Config file, e.g. configs/gcsa_dfew.py.',
+    flag_values=fv,
+    lock_config=True,
   )
-  flags.DEFINE_string('workdir', None, 'The sweep folder.')
+  flags.DEFINE_string('workdir', None, 'The sweep folder.', flag_values=fv)
   flags.DEFINE_string(
-    'folds', '', "Builder configs, comma-separated, or 'all'."
+    'folds', '', "Builder configs, comma-separated, or 'all'.", flag_values=fv
   )
-  flags.DEFINE_list('seeds', ['0'], 'Seeds, comma-separated.')
+  flags.DEFINE_list('seeds', ['0'], 'Seeds, comma-separated.', flag_values=fv)
   flags.DEFINE_string(
     'compilation_cache_dir',
     None,
     "Persistent XLA compilation cache (default ~/.cache/ferjax/xla; '' off).",
+    flag_values=fv,
   )
-  flags.mark_flags_as_required(['config', 'workdir'])
+  flags.mark_flags_as_required(['config', 'workdir'], flag_values=fv)
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f'Unexpected arguments: {argv[1:]}')
+def _main(fv: flags.FlagValues) -> None:
+  with cli.usage_errors(ValueError):  # Seeds that are not integers.
+    seeds = [int(s) for s in fv.seeds]
   from ferjax import runtime  # noqa: PLC0415  (heavy; flags parse first)
   from ferjax import train  # noqa: PLC0415
 
-  logging.set_verbosity(logging.INFO)
   writers.quiet_library_logs()
   # Every run after the first compiles nothing: same program, cached.
-  runtime.enable_compilation_cache(flags.FLAGS.compilation_cache_dir)
-  config = flags.FLAGS.config
-  folds = expand_folds(
-    config.data.name, flags.FLAGS.folds, config.data.get('config')
-  )
-  seeds = [int(s) for s in flags.FLAGS.seeds]
+  runtime.enable_compilation_cache(fv.compilation_cache_dir)
+  config = fv.config
+  with cli.usage_errors(ValueError):  # --folds=all without fold configs.
+    folds = expand_folds(config.data.name, fv.folds, config.data.get('config'))
   table = sweep(
-    config, flags.FLAGS.workdir, plan(folds, seeds), train.train_and_evaluate
+    config, fv.workdir, plan(folds, seeds), train.train_and_evaluate
   )
   print(markdown(table['rows'], table['summary']), end='')
 
 
+def main(argv: Sequence[str] | None = None) -> int:
+  return cli.run(_main, _define, argv)
+
+
 if __name__ == '__main__':
-  _define_flags()
-  app.run(main)
+  sys.exit(main())

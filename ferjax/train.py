@@ -9,7 +9,6 @@ else `config.init_from` (a ferjax workdir or a PyTorch .pth), else scratch.
 
 import dataclasses
 import functools
-import json
 import os
 from typing import Any
 
@@ -200,15 +199,23 @@ class _Evaluator:
     return metrics
 
 
-def _flush_train_metrics(pending, writer, progress) -> dict:
-  """Averages per-step metrics since the last flush; stops on NaN/Inf."""
+def _flush_train_metrics(pending, writer, progress, saved=None) -> dict:
+  """Averages per-step metrics since the last flush; stops on NaN/Inf.
+
+  `saved` is the step of the newest checkpoint (None: none yet), which the
+  error names.
+  """
   host = jax.device_get([m for _, m in pending])
   for (step, _), metrics in zip(pending, host, strict=True):
     if not np.isfinite(metrics['loss']):
+      kept = (
+        f'Checkpoint step {saved} is intact and a rerun resumes from it'
+        if saved
+        else 'No checkpoint was saved before it'
+      )
       raise NonFiniteLossError(
-        f'Training loss is {metrics["loss"]} at step {step}. The last '
-        'checkpoint before it is intact; lower the learning rate or check '
-        'the data, then rerun.'
+        f'Training loss is {metrics["loss"]} at step {step}. {kept}; lower '
+        'the learning rate or check the data, then rerun.'
       )
   mean = {
     f'train/{k}': float(np.mean([m[k] for m in host], dtype=np.float64))
@@ -345,19 +352,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     metrics, and the step of the best.
   """
   run = Setup(config, workdir)
-  state, ckpt = run.state, run.checkpointer
+  ckpt = run.checkpointer
   train_iter = iter(run.train_data)
-  start = ckpt.latest_step()
-  if start is not None:
-    logging.info('Resuming from step %d in %s', start, ckpt.directory)
-    state = ckpt.restore(start, state, train_iter)
-  elif config.get('init_from'):
+  # Refuses checkpoints this config cannot continue before writing anything.
+  start, state = ckpt.resume(run.state, train_iter, run.total_steps)
+  if not start and config.get('init_from'):
     state = load_init_from(config, state)
-  start = start or 0
   ckpt.drop_best_after(start)
 
   writer = writers.MetricWriter(run.workdir, resume_step=start)
-  writer.write_config(run.workdir, config)
+  if start:  # config.json describes the checkpoints: written with the next.
+    writer.config_with_next_save(run.workdir, config)
+  else:
+    writer.write_config(run.workdir, config)
   data_sharding = sharding.data_sharding(run.mesh)
   step_fn = run.trainable.step_fn
   split = config.data.eval_split
@@ -378,7 +385,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       eval_now = step % eval_every == 0 or final
       save_now = ckpt.should_save(step) or final or preemption.requested
       if step % log_every == 0 or eval_now or save_now:
-        _flush_train_metrics(pending, writer, progress)
+        _flush_train_metrics(pending, writer, progress, ckpt.latest_step())
       if eval_now:
         last_eval = evaluator.run(state)
         writer.write(step, _eval_record(last_eval))
@@ -392,12 +399,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         if last_eval[best_metric] > best:
           best = last_eval[best_metric]
           ckpt.save_best(step, state)
+          writer.checkpoint_saved()
       if preemption.requested and not save_now:  # SIGTERM came just now.
         if pending:
-          _flush_train_metrics(pending, writer, progress)
+          _flush_train_metrics(pending, writer, progress, ckpt.latest_step())
         save_now = True
       if save_now:
         ckpt.save(step, state, train_iter, force=True)
+        writer.checkpoint_saved()
       if preemption.requested and not final:
         progress.close()
         ckpt.close()
@@ -456,7 +465,6 @@ def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   metrics['step'] = int(step)
   if jax.process_index() == 0:
     name = f'eval_{split.replace("/", "_").replace(":", "_")}.json'
-    with open(os.path.join(run.workdir, name), 'w') as f:
-      json.dump(metrics, f, indent=2)
+    writers.write_json(os.path.join(run.workdir, name), metrics)
   _write_plots(viz.save_eval_plots, run.workdir, metrics, split, int(step))
   return metrics

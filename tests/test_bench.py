@@ -49,7 +49,7 @@ def test_run_reports_steps_flops_memory_and_pipeline(tmp_path):
     'bench.run',
     tmp_path,
     *SMOKE,
-    '--no-torch',
+    '--notorch',
     *QUICK,
     '--pipeline_seconds',
     '0.2',
@@ -77,7 +77,7 @@ def test_run_reports_steps_flops_memory_and_pipeline(tmp_path):
   assert '--peak_tflops' in r['mfu']['reason']
   assert r['memory']['host_peak_rss_bytes'] > 0
   assert r['memory']['train_step_compiled']['argument_bytes'] > 0
-  assert r['torch'] == {'available': False, 'reason': '--no-torch'}
+  assert r['torch'] == {'available': False, 'reason': '--notorch'}
   pipe = r['pipeline']
   assert pipe['source']['format'] == 'jpeg'
   assert pipe['device_augment']['seconds_per_batch'] > 0
@@ -99,7 +99,7 @@ def test_run_compares_with_pytorch(tmp_path):
     tmp_path,
     *SMOKE,
     *QUICK,
-    '--no-pipeline',
+    '--nopipeline',
     '--peak_tflops',
     '1',
   )
@@ -112,7 +112,7 @@ def test_run_compares_with_pytorch(tmp_path):
     assert t[f'ratio_{name}_per_cpu_s'] > 0
   assert r['mfu']['value'] > 0
   assert r['mfu']['peak_basis'] == '--peak_tflops'
-  assert r['pipeline'] == {'skipped': '--no-pipeline'}
+  assert r['pipeline'] == {'skipped': '--nopipeline'}
 
 
 @pytest.mark.slow

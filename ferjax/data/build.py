@@ -14,17 +14,19 @@ The library functions (`builder`, `is_built`, `build_command`, `build`) let
 the training pipeline check for a dataset and tell the user how to make it.
 """
 
-import argparse
 import importlib
 import os
 import pathlib
 import shlex
 import sys
 import time
+from collections.abc import Sequence
 
 import tensorflow_datasets as tfds
+from absl import flags
 
 import tfds_builders
+from ferjax import cli
 from tfds_builders import manual_data
 
 PathLike = str | os.PathLike
@@ -107,8 +109,14 @@ def build_command(
   data_dir: PathLike | None = None,
   manual_dir: PathLike | None = None,
 ) -> str:
-  """The shell command that builds dataset `name` with these options."""
+  """The shell command that builds dataset `name` with these options.
+
+  A dataset built from a manual download without `manual_dir` gets
+  `--manual_dir RELEASE_DIR`, for the user to fill in.
+  """
   args = ['python', '-m', 'ferjax.data.build', name]
+  if manual_dir is None and needs_manual_dir(name):
+    manual_dir = 'RELEASE_DIR'  # Only the user knows; the README says.
   for flag, value in (
     ('--config', config),
     ('--data_dir', data_dir),
@@ -138,6 +146,8 @@ def build(
     The prepared builder (`.data_dir`, `.info.splits`, `.as_data_source()`).
   """
   b = builder(name, config, data_dir)
+  if not b.is_prepared():
+    check_manual_dir(b, manual_dir)
   b.download_and_prepare(
     download_config=tfds.download.DownloadConfig(
       manual_dir=None if manual_dir is None else os.fspath(manual_dir)
@@ -146,35 +156,61 @@ def build(
   return b
 
 
-def main(argv: list[str] | None = None) -> int:
-  """Command-line entry point; returns the exit status."""
-  parser = argparse.ArgumentParser(
-    prog='python -m ferjax.data.build',
-    description='Builds a dataset of tfds_builders/ as array_record files.',
-  )
-  parser.add_argument('name', help=f'one of: {", ".join(available())}')
-  parser.add_argument('--config', help='builder config (default: its first)')
-  parser.add_argument('--data_dir', help='TFDS data directory')
-  parser.add_argument('--manual_dir', help='manually downloaded files')
-  args = parser.parse_args(argv)
+def needs_manual_dir(name: str) -> bool:
+  """Whether dataset `name` is built from a release downloaded by hand."""
+  return bool(builder_class(name).MANUAL_DOWNLOAD_INSTRUCTIONS)
 
-  try:  # Only name and config mistakes get a short message.
-    builder(args.name, args.config, args.data_dir)
-  except ValueError as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
+
+def check_manual_dir(
+  b: tfds.core.DatasetBuilder, manual_dir: PathLike | None
+) -> None:
+  """Refuses a missing or empty --manual_dir before TFDS asserts on it.
+
+  Raises:
+    manual_data.ManualDataError: naming the folder, with the builder's
+      download instructions on the same line.
+  """
+  if not b.MANUAL_DOWNLOAD_INSTRUCTIONS:
+    return
+  given = manual_dir is not None
+  path = pathlib.Path(manual_dir or b.data_dir_root / 'downloads' / 'manual')
+  if path.is_dir() and any(path.iterdir()):
+    return
+  state = 'is empty' if path.is_dir() else 'does not exist'
+  where = f'--manual_dir={path}' if given else f'{path} (no --manual_dir)'
+  how = ' '.join(b.MANUAL_DOWNLOAD_INSTRUCTIONS.split())  # On one line.
+  raise manual_data.ManualDataError(
+    f'{where} {state}: {b.name} is built from its release, downloaded by '
+    f'hand. {how}'
+  )
+
+
+def _define(fv: flags.FlagValues) -> None:
+  flags.DEFINE_string(
+    'config', None, 'builder config (default: its first)', flag_values=fv
+  )
+  flags.DEFINE_string('data_dir', None, 'TFDS data directory', flag_values=fv)
+  flags.DEFINE_string(
+    'manual_dir', None, 'manually downloaded files', flag_values=fv
+  )
+
+
+def _main(fv: flags.FlagValues, name: str) -> None:
+  with cli.usage_errors(ValueError):  # An unknown name or config.
+    builder(name, fv.config, fv.data_dir)
   start = time.perf_counter()
-  try:
-    b = build(args.name, args.config, args.data_dir, args.manual_dir)
-  except manual_data.ManualDataError as e:  # Names the file and the fix.
-    print(f'error: {e}', file=sys.stderr)
-    return 1
+  with cli.failures(manual_data.ManualDataError):  # Names the file and the fix.
+    b = build(name, fv.config, fv.data_dir, fv.manual_dir)
   seconds = time.perf_counter() - start
   config = f'/{b.builder_config.name}' if b.builder_config else ''
-  print(f'{args.name}{config} {b.version} is in {b.data_dir} ({seconds:.1f} s)')
+  print(f'{name}{config} {b.version} is in {b.data_dir} ({seconds:.1f} s)')
   for split, info in sorted(b.info.splits.items()):
     print(f'  {split}: {info.num_examples} examples')
-  return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """Command-line entry point; returns the exit status."""
+  return cli.run(_main, _define, argv)
 
 
 if __name__ == '__main__':

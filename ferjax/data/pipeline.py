@@ -134,17 +134,23 @@ def data_source(cfg: ml_collections.ConfigDict, split: str, clip: bool = False):
   kwargs = dict(config=cfg.get('config'), data_dir=cfg.get('data_dir'))
   if cfg.get('auto_build', False):
     if jax.process_index() == 0 and not build_lib.is_built(cfg.name, **kwargs):
-      build_lib.build(cfg.name, **kwargs)
+      build_lib.build(cfg.name, manual_dir=cfg.get('manual_dir'), **kwargs)
     if jax.process_count() > 1:  # Everyone waits for process 0's build.
       multihost_utils.sync_global_devices(f'build {_tfds_name(cfg)}')
   if not build_lib.is_built(cfg.name, **kwargs):
+    command = build_lib.build_command(
+      cfg.name, manual_dir=cfg.get('manual_dir'), **kwargs
+    )
+    release = (
+      f'\n(RELEASE_DIR: where you unpacked the release; '
+      f'tfds_builders/{cfg.name}/README.md says how to get it)'
+      if 'RELEASE_DIR' in command
+      else ''
+    )
     raise DatasetNotBuiltError(
       f'Dataset {_tfds_name(cfg)!r} is not built in '
       f'{cfg.get("data_dir") or "the default TFDS data_dir"}. Build it '
-      'with:\n  '
-      + build_lib.build_command(
-        cfg.name, manual_dir=cfg.get('manual_dir'), **kwargs
-      )
+      f'with:\n  {command}{release}'
     )
   kwargs = dict(split=split, data_dir=cfg.get('data_dir'), download=False)
   source = tfds.data_source(_tfds_name(cfg), **kwargs)

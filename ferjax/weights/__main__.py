@@ -11,31 +11,21 @@ from it needs neither torch nor the original file. Leaves whose shape does
 not fit the run's model (e.g. a 12,666-identity head for a 7-class run) keep
 their fresh init. A failure (unknown model, a checkpoint of another
 architecture, a truncated file) leaves nothing at --out; an --out that exists
-and is not empty is refused.
+and is not empty is refused. Both exit with status 2, like a bad flag.
 """
 
-import argparse
-import ast
 import os
 import sys
+from collections.abc import Sequence
 
-from absl import logging
+from absl import flags
 
 import ferjax
+from ferjax import cli
+from ferjax import models
 from ferjax import weights
 from ferjax.weights import saved
 from ferjax.weights import torch_convert
-
-
-def _field(text: str) -> tuple[str, object]:
-  """Parses NAME=VALUE; the value is a Python literal, else a string."""
-  name, sep, value = text.partition('=')
-  if not sep or not name:
-    raise argparse.ArgumentTypeError(f'expected NAME=VALUE, got {text!r}')
-  try:
-    return name, ast.literal_eval(value)
-  except (ValueError, SyntaxError):
-    return name, value
 
 
 def convert(
@@ -65,6 +55,10 @@ def convert(
   fields = dict(fields or {})
   if num_classes is not None:
     fields['num_classes'] = num_classes
+  options = weights.converter_options(model)  # Unknown model: ValueError.
+  models.get_spec(model).check_fields(
+    {k: v for k, v in fields.items() if k not in options}
+  )
   variables = weights.from_torch(model, src, ignore=ignore, **fields)
   # Converted at random init: not worth keeping.
   torch_convert.drop_modules(variables, ignore)
@@ -80,56 +74,52 @@ def convert(
   return saved.save(variables, out, meta)
 
 
-def main(argv: list[str] | None = None) -> int:
-  """Command-line entry point; returns the exit status."""
-  parser = argparse.ArgumentParser(
-    prog='python -m ferjax.weights',
-    description='Converts PyTorch checkpoints into ferjax weights.',
+def _define(fv: flags.FlagValues) -> None:
+  flags.DEFINE_string('model', None, 'registry name', flag_values=fv)
+  flags.DEFINE_string('src', None, 'the PyTorch checkpoint', flag_values=fv)
+  flags.DEFINE_string('out', None, 'the directory to write', flag_values=fv)
+  flags.DEFINE_integer(
+    'num_classes',
+    None,
+    "the checkpoint's class count (default: the model's, 7)",
+    flag_values=fv,
   )
-  commands = parser.add_subparsers(dest='command', required=True)
-  conv = commands.add_parser(
-    'convert', help='a .pth file -> a weights directory for init_from'
+  flags.DEFINE_multi_string(
+    'ignore',
+    [],
+    'a torch key prefix not to convert, e.g. fc.',
+    flag_values=fv,
   )
-  conv.add_argument('--model', required=True, help='registry name')
-  conv.add_argument('--src', required=True, help='the PyTorch checkpoint')
-  conv.add_argument('--out', required=True, help='the directory to write')
-  conv.add_argument(
-    '--num_classes',
-    type=int,
-    help="the checkpoint's class count (default: the model's, 7)",
+  cli.define_fields(
+    'field',
+    'a model or converter field, e.g. width=32, or source=resnet18 to load '
+    'a torchvision ResNet-18 into the front of manet',
+    fv,
   )
-  conv.add_argument(
-    '--ignore',
-    action='append',
-    default=[],
-    metavar='PREFIX',
-    help='a torch key prefix not to convert, e.g. fc. (repeatable)',
-  )
-  conv.add_argument(
-    '--field',
-    type=_field,
-    action='append',
-    default=[],
-    metavar='NAME=VALUE',
-    help='a model or converter field, e.g. width=32, or source=resnet18 to '
-    'load a torchvision ResNet-18 into the front of manet (repeatable)',
-  )
-  args = parser.parse_args(argv)
-  logging.set_verbosity(logging.INFO)  # The converter reports what it used.
-  try:
+  flags.mark_flags_as_required(['model', 'src', 'out'], flag_values=fv)
+
+
+def _main(fv: flags.FlagValues, command: str) -> None:
+  if command != 'convert':
+    raise cli.UsageError(f'unknown command {command!r}; the command is convert')
+  # Everything convert refuses is about its flags: an unknown model or
+  # field, a file that is not that model's checkpoint, an --out in use (a
+  # field value the model cannot build with fails in JAX as a TypeError).
+  with cli.usage_errors(ValueError, OSError, TypeError):
     out = convert(
-      args.model,
-      args.src,
-      args.out,
-      num_classes=args.num_classes,
-      ignore=tuple(args.ignore),
-      fields=dict(args.field),
+      fv.model,
+      fv.src,
+      fv.out,
+      num_classes=fv.num_classes,
+      ignore=tuple(fv.ignore),
+      fields=dict(fv.field),
     )
-  except (ValueError, OSError, ImportError) as e:
-    print(f'error: {e}', file=sys.stderr)
-    return 2
-  print(f'{args.model} weights from {args.src} are in {out}')
-  return 0
+  print(f'{fv.model} weights from {fv.src} are in {out}')
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  """Command-line entry point; returns the exit status."""
+  return cli.run(_main, _define, argv)
 
 
 if __name__ == '__main__':

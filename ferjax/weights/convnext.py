@@ -14,29 +14,11 @@ HWIO (the depthwise (C, 1, 7, 7) ones (7, 7, 1, C), for
 the block's layer-scale parameter (`ferjax.weights.torch_convert`).
 """
 
-from collections.abc import Mapping
-from typing import Any
-
-import jax
-import numpy as np
-
 from ferjax.weights import torch_convert
 
 # The smallest input ConvNeXt accepts: one pixel after the last stage.
 INPUT_SHAPE = (1, 32, 32, 3)
 
 
-def from_torch(
-  state_dict: Mapping[str, np.ndarray],
-  *,
-  spec: Any,
-  ignore: tuple[str, ...],
-  rng: int | jax.Array,
-  **fields: Any,
-) -> dict[str, Any]:
-  """Variables of `spec`'s ConvNeXt from an official-layout state_dict."""
-  model = spec.build(**fields)
-  torch_convert.check_head(state_dict, 'head', model.num_classes, ignore)
-  return torch_convert.convert_module(
-    model, state_dict, input_shape=INPUT_SHAPE, ignore=ignore, rng=rng
-  )
+# The spec converter of 'convnext' and 'convnext_base'.
+from_torch = torch_convert.classifier('head', input_shape=INPUT_SHAPE)

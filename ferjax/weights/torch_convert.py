@@ -20,6 +20,7 @@ torch is only needed to read checkpoint files (the `torch` extra).
 """
 
 import dataclasses
+import functools
 import os
 import pickle
 import re
@@ -416,3 +417,41 @@ def convert_module(
     return jax.jit(init)(key)
 
   return fill_variables(template, state_dict, ignore=ignore, init_fn=init_fn)
+
+
+def reported(convert: Callable[..., tuple[dict, Report]]) -> Callable:
+  """A spec converter (`ModelSpec.converter`) from a model's `convert`.
+
+  `convert(state_dict, *, ignore, rng, **options_and_fields)` returns
+  (variables, Report) and logs the report; the spec converter returns the
+  variables. Its signature is `convert`'s, so `ferjax.weights.
+  converter_options` reads the options (e.g. 'source') from it.
+  """
+
+  @functools.wraps(convert)
+  def from_torch(state_dict, *, spec, ignore, rng, **fields):
+    del spec  # `convert` belongs to one model.
+    return convert(state_dict, ignore=ignore, rng=rng, **fields)[0]
+
+  return from_torch
+
+
+def classifier(head: str, input_shape: Sequence[int]) -> Callable:
+  """A spec converter for a model whose module names are PyTorch's.
+
+  The torch names map one to one (`convert_module`); a `head` of another
+  class count is refused unless `ignore` holds it, which keeps a fresh one.
+
+  Args:
+    head: the classifier's torch module name, e.g. 'fc'.
+    input_shape: a dummy input the model takes, e.g. (1, 32, 32, 3).
+  """
+
+  def from_torch(state_dict, *, spec, ignore, rng, **fields):
+    model = spec.build(**fields)
+    check_head(state_dict, head, model.num_classes, ignore)
+    return convert_module(
+      model, state_dict, input_shape=input_shape, ignore=ignore, rng=rng
+    )
+
+  return from_torch
