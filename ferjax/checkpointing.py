@@ -177,6 +177,22 @@ def restore_raw_state(directory: str, what: str = 'config.init_from') -> dict:
   )
 
 
+def run_config(workdir: str) -> ml_collections.ConfigDict:
+  """A run's config, from the config.json training wrote.
+
+  Raises:
+    FileNotFoundError: naming the missing config.json.
+  """
+  path = os.path.join(workdir, 'config.json')
+  if not os.path.exists(path):
+    raise FileNotFoundError(
+      f'{path} does not exist: {workdir!r} is not a ferjax workdir (run.py '
+      'writes config.json there when training starts).'
+    )
+  with open(path) as f:
+    return ml_collections.ConfigDict(json.load(f))
+
+
 def load_run(workdir: str) -> tuple[ml_collections.ConfigDict, dict]:
   """A finished or running workdir's config and model variables.
 
@@ -187,17 +203,72 @@ def load_run(workdir: str) -> tuple[ml_collections.ConfigDict, dict]:
   Raises:
     FileNotFoundError: naming the missing config.json or checkpoint.
   """
-  path = os.path.join(workdir, 'config.json')
-  if not os.path.exists(path):
-    raise FileNotFoundError(
-      f'{path} does not exist: {workdir!r} is not a ferjax workdir (run.py '
-      'writes config.json there when training starts).'
-    )
-  with open(path) as f:
-    config = ml_collections.ConfigDict(json.load(f))
+  config = run_config(workdir)
   raw = restore_raw_state(workdir, what='workdir')
   variables = {'params': raw['params'], **raw.get('model_state', {})}
   return config, jax.device_get(variables)
+
+
+def _saved_steps(directory: str) -> list[int]:
+  if not os.path.isdir(directory):
+    return []
+  with ocp.CheckpointManager(directory, item_names=('state',)) as manager:
+    return sorted(manager.all_steps())
+
+
+def find_checkpoint(workdir: str, which: str = 'auto') -> tuple[str, int]:
+  """Where one checkpoint of a run lies: (its saved state's path, step).
+
+  Args:
+    workdir: a ferjax workdir.
+    which: 'best' (the state that scored best on validation), 'final' (the
+      latest periodic checkpoint: the last step of a finished run), 'auto'
+      (best, else final) or a step number (of either).
+
+  Raises:
+    FileNotFoundError: naming the workdir, the checkpoints it has and what
+      to pass instead.
+  """
+  workdir = os.path.abspath(workdir)
+  found = {
+    sub: _saved_steps(os.path.join(workdir, sub))
+    for sub in ('best', 'checkpoints')
+  }
+  if not any(found.values()):
+    raise FileNotFoundError(
+      f'--workdir={workdir} holds no checkpoint (best/ and checkpoints/ are '
+      'empty or missing); train it first (python run.py ... --workdir).'
+    )
+  has = f'best {found["best"] or "none"}, saved {found["checkpoints"]}'
+  choices = {
+    'best': ('best', found['best'][-1:]),
+    'final': ('checkpoints', found['checkpoints'][-1:]),
+  }
+  if which == 'auto':
+    which = 'best' if found['best'] else 'final'
+  if which in choices:
+    sub, steps = choices[which]
+  else:
+    step = int(which) if str(which).isdigit() else None
+    sub = next((k for k, v in found.items() if step in v), None)
+    steps = [step] if sub else []
+  if not steps:
+    raise FileNotFoundError(
+      f'--workdir={workdir} has no {which!r} checkpoint (it has: {has}); '
+      'pass --checkpoint=best, final or one of the steps it has.'
+    )
+  return os.path.join(workdir, sub, str(steps[0]), 'state'), steps[0]
+
+
+def load_checkpoint(workdir: str, which: str = 'auto') -> tuple[dict, int]:
+  """One checkpoint's model variables as host numpy arrays, and its step.
+
+  Reads only the saved state (no data iterator), whatever devices saved it;
+  `which` as in `find_checkpoint`.
+  """
+  path, step = find_checkpoint(workdir, which)
+  raw = _restore_as_numpy(path)
+  return {'params': raw['params'], **raw.get('model_state', {})}, step
 
 
 def _merge_pretrained(fresh: dict, loaded: dict, what: str) -> dict:

@@ -7,8 +7,13 @@ imported). The layers, lowest first, are the design's:
     leaves (labels, writers, runtime, cli, exported)
     -> layers, losses, data, tfds_builders, optim, sharding, evaluate
     -> models -> weights -> checkpointing, viz -> export_common
-    -> train, predict, export, export_onnx, sweep
+    -> train, evaluate.trained, evaluate.__main__, predict, export,
+       export_onnx, sweep, compare
     -> configs, bench, run.py
+
+`ferjax.evaluate` spans two layers: its metrics, class matching and
+evaluator need only data and sharding (the trainer uses them); evaluating a
+trained run and the command load checkpoints and models.
 """
 
 import ast
@@ -45,6 +50,8 @@ LAYERS = (
   ('ferjax.export_common',),
   (
     'ferjax.train',
+    'ferjax.evaluate.trained',
+    'ferjax.evaluate.__main__',
     'ferjax.predict',
     'ferjax.export',
     'ferjax.export_onnx',

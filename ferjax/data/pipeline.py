@@ -137,15 +137,7 @@ def data_source(cfg: ml_collections.ConfigDict, split: str, clip: bool = False):
       build_lib.build(cfg.name, **kwargs)
     if jax.process_count() > 1:  # Everyone waits for process 0's build.
       multihost_utils.sync_global_devices(f'build {_tfds_name(cfg)}')
-  if not build_lib.is_built(cfg.name, **kwargs):
-    raise DatasetNotBuiltError(
-      f'Dataset {_tfds_name(cfg)!r} is not built in '
-      f'{cfg.get("data_dir") or "the default TFDS data_dir"}. Build it '
-      'with:\n  '
-      + build_lib.build_command(
-        cfg.name, manual_dir=cfg.get('manual_dir'), **kwargs
-      )
-    )
+  require_built(cfg)
   kwargs = dict(split=split, data_dir=cfg.get('data_dir'), download=False)
   source = tfds.data_source(_tfds_name(cfg), **kwargs)
   features = source.dataset_info.features
@@ -165,6 +157,24 @@ def data_source(cfg: ml_collections.ConfigDict, split: str, clip: bool = False):
   return source
 
 
+def require_built(cfg: ml_collections.ConfigDict) -> None:
+  """Raises `DatasetNotBuiltError` with the build command unless built.
+
+  Args:
+    cfg: `config.data` (name, config, data_dir, manual_dir).
+  """
+  kwargs = dict(config=cfg.get('config'), data_dir=cfg.get('data_dir'))
+  if not build_lib.is_built(cfg.name, **kwargs):
+    raise DatasetNotBuiltError(
+      f'Dataset {_tfds_name(cfg)!r} is not built in '
+      f'{cfg.get("data_dir") or "the default TFDS data_dir"}. Build it '
+      'with:\n  '
+      + build_lib.build_command(
+        cfg.name, manual_dir=cfg.get('manual_dir'), **kwargs
+      )
+    )
+
+
 def _decoded(cfg: ml_collections.ConfigDict, source, split: str, clip: bool):
   """`source` served from its decoded cache (`config.data.decoded_cache`)."""
   if clip:
@@ -182,13 +192,11 @@ def _decoded(cfg: ml_collections.ConfigDict, source, split: str, clip: bool):
   )
 
 
-def _undecoded_source(cfg: ml_collections.ConfigDict, split: str):
+def _undecoded_source(name: str, data_dir: str | None, split: str):
   """`split` with its images and frames left encoded, to read metadata."""
-  kwargs = dict(split=split, data_dir=cfg.get('data_dir'), download=False)
-  features = tfds.data_source(_tfds_name(cfg), **kwargs).dataset_info.features
-  return tfds.data_source(
-    _tfds_name(cfg), decoders=_skip_decoders(features), **kwargs
-  )
+  kwargs = dict(split=split, data_dir=data_dir, download=False)
+  features = tfds.data_source(name, **kwargs).dataset_info.features
+  return tfds.data_source(name, decoders=_skip_decoders(features), **kwargs)
 
 
 def read_labels(cfg: ml_collections.ConfigDict, split: str) -> np.ndarray:
@@ -196,7 +204,7 @@ def read_labels(cfg: ml_collections.ConfigDict, split: str) -> np.ndarray:
 
   Costs one pass over the records (~70 us each on one core).
   """
-  source = _undecoded_source(cfg, split)
+  source = _undecoded_source(_tfds_name(cfg), cfg.get('data_dir'), split)
   return np.fromiter(
     (source[i]['label'] for i in range(len(source))), np.int32, len(source)
   )
@@ -222,7 +230,9 @@ def frame_counts(source) -> np.ndarray:
 
 def read_frame_counts(cfg: ml_collections.ConfigDict, split: str):
   """`frame_counts` of `split`, without decoding any frame."""
-  return frame_counts(_undecoded_source(cfg, split))
+  return frame_counts(
+    _undecoded_source(_tfds_name(cfg), cfg.get('data_dir'), split)
+  )
 
 
 @dataclasses.dataclass(frozen=True)
