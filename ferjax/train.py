@@ -316,9 +316,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   split = config.data.eval_split
   placed = (run.model, run.mesh, run.state_sharding)
   evaluator = evaluator_lib.Evaluator(config, split, *placed)
+  # Chooses the best checkpoint when config.data.validation is not `split`.
+  validator = evaluator_lib.validator(config, *placed)
+  chooser = evaluator_lib.VALIDATION_PREFIX if validator else 'eval'
   eval_every = max(1, round(config.eval_every_epochs * run.steps_per_epoch))
   best_metric = config.best_metric
-  best = writers.best_so_far(run.workdir, best_metric)
+  best = writers.best_so_far(run.workdir, best_metric, chooser)
   progress = writers.Progress(start, run.total_steps, config.batch_size)
   log_every = config.log_every_steps
   pending, last_eval = [], None
@@ -335,7 +338,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         _flush_train_metrics(pending, writer, progress)
       if eval_now:
         last_eval = evaluator.run(state)
-        writer.write(step, evaluator_lib.records(last_eval))
+        record, scored = evaluator_lib.records(last_eval), last_eval
+        if validator:
+          scored = validator.run(state)
+          record.update(evaluator_lib.records(scored, chooser))
+        writer.write(step, record)
         write_plots(viz.save_eval_plots, run.workdir, last_eval, split, step)
         logging.info(
           'step %d: eval WAR %.4f UAR %.4f',
@@ -343,8 +350,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
           last_eval['war'],
           last_eval['uar'],
         )
-        if last_eval[best_metric] > best:
-          best = last_eval[best_metric]
+        if scored[best_metric] > best:
+          best = scored[best_metric]
           ckpt.save_best(step, state)
       if preemption.requested and not save_now:  # SIGTERM came just now.
         if pending:
@@ -371,6 +378,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   results = writers.summarise(
     run.workdir, best_metric, last_eval, run.total_steps
   )
+  selected = evaluator_lib.at_best_validation(
+    config, writers.read_metrics(run.workdir)
+  )
+  if selected:
+    results['at_best_validation'] = selected
   writers.write_results(run.workdir, results)
   write_plots(viz.save_training_curves, run.workdir)
   return results

@@ -2,9 +2,10 @@
 
 `Evaluator` runs `ferjax.evaluate.eval_step` over one padded, masked pass
 (`ferjax.data.pipeline.eval_dataset`) and turns the summed confusion matrix
-into metrics. The trainer builds one for the eval split;
-`ferjax.evaluate.trained` builds one for any dataset a trained run is
-evaluated on.
+into metrics. The trainer builds one for the eval split and, when
+`config.data.validation` names something else, one more with `validator`
+for choosing the best checkpoint; `ferjax.evaluate.trained` builds one for
+any dataset a trained run is evaluated on.
 """
 
 import functools
@@ -19,8 +20,10 @@ from ferjax import sharding
 from ferjax.data import pipeline
 from ferjax.evaluate import classes as classes_lib
 
-# metrics.jsonl keys: eval/<metric> for the eval split.
+# metrics.jsonl keys: eval/<metric> for the eval split, val/<metric> for a
+# validation set that is not the eval split.
 EVAL_PREFIX = 'eval'
+VALIDATION_PREFIX = 'val'
 
 
 class Evaluator:
@@ -88,6 +91,67 @@ class Evaluator:
     return metrics
 
 
+def validation(config: ml_collections.ConfigDict) -> str:
+  """What chooses the best checkpoint: a split name or 'holdout:F'."""
+  return config.data.get('validation') or config.data.eval_split
+
+
+def validator(
+  config: ml_collections.ConfigDict, model, mesh, state_sharding
+) -> Evaluator | None:
+  """The evaluator of `config.data.validation`; None for the eval split.
+
+  A holdout reads its part of the train split with the eval transform.
+  """
+  name = validation(config)
+  if name == config.data.eval_split:
+    return None
+  held = pipeline.holdout_source(config, 'validation')
+  source = None if held is None else held[0]
+  return Evaluator(config, name, model, mesh, state_sharding, source=source)
+
+
 def records(metrics: dict, prefix: str = EVAL_PREFIX) -> dict:
   """`metrics` as metrics.jsonl keys: {'<prefix>/war': ..., ...}."""
   return {f'{prefix}/{k}': v for k, v in metrics.items()}
+
+
+def at_best_validation(
+  config: ml_collections.ConfigDict, logged: list[dict]
+) -> dict | None:
+  """The eval split's metrics at the step that scored best on validation.
+
+  Args:
+    config: the run's config (`best_metric`, the validation and eval split).
+    logged: the run's metrics.jsonl records (`writers.read_metrics`).
+
+  Returns:
+    {'step', 'metric', 'validation': {'on', 'war', 'uar', 'num_examples'},
+    'eval': {'split', 'war', 'uar'}} for results.json, or None when the
+    validation is the eval split (its 'best' already says it) or nothing
+    was evaluated.
+  """
+  name = validation(config)
+  if name == config.data.eval_split:
+    return None
+  key = f'{VALIDATION_PREFIX}/{config.best_metric}'
+  scored = [r for r in logged if key in r and 'eval/war' in r]
+  if not scored:
+    return None
+  best = max(scored, key=lambda r: r[key])  # The first of equal scores.
+  val = VALIDATION_PREFIX
+  return {
+    'step': best['step'],
+    'metric': config.best_metric,
+    'validation': {
+      'on': name,
+      'war': best[f'{val}/war'],
+      'uar': best[f'{val}/uar'],
+      'num_examples': best[f'{val}/num_examples'],
+    },
+    'eval': {
+      'split': config.data.eval_split,
+      'war': best['eval/war'],
+      'uar': best['eval/uar'],
+    },
+  }

@@ -115,7 +115,7 @@ def target_config(
   """The run's config with `config.data` reading `target`.
 
   The eval transform (`augment`, `clip`, `eval_batch_size`) and the input
-  workers stay the run's; the split is the eval split.
+  workers stay the run's; the split is both eval split and validation.
   """
   config = ml_collections.ConfigDict(run_config.to_dict())
   spec = datasets.SPECS.get(target.name)
@@ -124,7 +124,7 @@ def target_config(
   data.data_dir = target.data_dir
   data.num_classes = len(target.class_names)
   data.train_split = spec.train_split if spec else target.split
-  data.eval_split = target.split
+  data.eval_split = data.validation = target.split
   data.auto_build = data.decoded_cache = False
   data.sampling, data.soft_target = 'uniform', None
   return config
