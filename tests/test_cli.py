@@ -234,6 +234,8 @@ def test_global_absl_flags_are_accepted_but_not_the_commands():
 COMMANDS = [
   'run',
   'ferjax.sweep',
+  'ferjax.compare',
+  'ferjax.evaluate.__main__',
   'ferjax.export',
   'ferjax.weights.__main__',
   'ferjax.predict.__main__',

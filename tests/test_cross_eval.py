@@ -5,6 +5,7 @@ chosen bias predicts one class for every image, so what each class set does
 to the logits, WAR, UAR and the reports is known exactly.
 """
 
+import functools
 import json
 import os
 import pathlib
@@ -74,13 +75,13 @@ def _run_config(smoke_data_dir, num_classes):
 def _one_class_variables(config, winner):
   """Variables whose logits are the head's bias: `winner` always wins, but
   contempt (if the head has it) scores higher still."""
-  model = models.create_model(config)
-  state = train.init_state(
-    jax.random.key(0),
-    model=model,
+  init = functools.partial(
+    train.init_state,
+    model=models.create_model(config),
     tx=optax.identity(),
     input_shape=models.input_shape(config),
   )
+  state = jax.jit(init)(jax.random.key(0))
   variables = jax.device_get(state.variables())
   n = config.data.num_classes
   variables['params']['fc']['kernel'] = np.zeros_like(

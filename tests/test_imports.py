@@ -7,8 +7,8 @@ imported). The layers, lowest first, are the design's:
     leaves (labels, writers, runtime, cli, exported)
     -> layers, losses, data, tfds_builders, optim, sharding, evaluate
     -> models -> weights -> checkpointing, viz -> export_common
-    -> train, evaluate.trained, evaluate.__main__, predict, export,
-       export_onnx, sweep, compare
+    -> train, evaluate.trained, evaluate.__main__, measure, compare,
+       predict, export, export_onnx, sweep
     -> configs, bench, run.py
 
 `ferjax.evaluate` spans two layers: its metrics, class matching and
@@ -52,6 +52,8 @@ LAYERS = (
     'ferjax.train',
     'ferjax.evaluate.trained',
     'ferjax.evaluate.__main__',
+    'ferjax.measure',
+    'ferjax.compare',
     'ferjax.predict',
     'ferjax.export',
     'ferjax.export_onnx',
