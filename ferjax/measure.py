@@ -3,6 +3,7 @@
   cost = measure(config, steps=5)
   # {'params', 'gflops_per_image', 'train_img_per_s', 'eval_img_per_s',
   #  'device'}
+  cost = model_cost(config)  # {'params', 'gflops_per_image'}: no compile
 
 The train step is the trainer's own (`train.build_trainable`: the config's
 model, loss and optimizer, sharded, state donated), the eval step the
@@ -114,23 +115,34 @@ def device() -> str:
   return f'{jax.device_count()} x {jax.devices()[0].device_kind}'
 
 
-def measure(config: ml_collections.ConfigDict, steps: int = 5) -> dict:
-  """Parameters, GFLOPs per image and, for `steps` > 0, train and eval
-  images per second of `config`'s jitted steps on this device."""
-  mesh = sharding.make_mesh(config.mesh)
-  trainable = train.build_trainable(config, mesh, 1, 1, jax.random.key(0))
-  flops = flops_per_example(
-    config, trainable.model, trainable.state.variables()
+def model_cost(config: ml_collections.ConfigDict) -> dict:
+  """Parameters and GFLOPs per image, from shapes alone (nothing compiles)."""
+  model = models.create_model(config)
+  rngs = {'params': jax.random.key(0), 'dropout': jax.random.key(0)}
+  images = jnp.zeros(models.input_shape(config), jnp.float32)
+  variables = jax.eval_shape(
+    functools.partial(model.init, train=False), rngs, images
   )
+  flops = flops_per_example(config, model, variables)
+  return {
+    'params': sum(x.size for x in jax.tree.leaves(variables['params'])),
+    'gflops_per_image': flops / 1e9 if flops else None,
+  }
+
+
+def measure(config: ml_collections.ConfigDict, steps: int = 5) -> dict:
+  """`model_cost` and, for `steps` > 0, train and eval images per second
+  of `config`'s jitted steps on this device."""
   result = {
     'device': device(),
-    'params': trainable.num_params,
-    'gflops_per_image': flops / 1e9 if flops else None,
+    **model_cost(config),
     'train_img_per_s': None,
     'eval_img_per_s': None,
   }
   if steps <= 0:
     return result
+  mesh = sharding.make_mesh(config.mesh)
+  trainable = train.build_trainable(config, mesh, 1, 1, jax.random.key(0))
   holder = [trainable.state]
   batch, key = random_batch(config, mesh), jax.random.key(1)
 

@@ -243,6 +243,7 @@ COMMANDS = [
   'bench.run',
   'bench.suite',
   'bench.memory',
+  'bench.learning',
   'bench.throughput',
   'bench.train_throughput',
   'bench.synthetic_baselines',

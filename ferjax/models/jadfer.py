@@ -188,6 +188,9 @@ class JADFER(nn.Module):
     dtype: compute dtype; parameters and outputs stay float32.
     pixel_mean: input normalisation (face.evoLVe's 0.5).
     pixel_std: input normalisation (face.evoLVe's 0.5).
+    trunk_width: the IR trunk's first-stage channels (64); narrower for
+      reduced variants only (the IR-50 checkpoint is 64).
+    trunk_units: the IR trunk's units per stage; None: IR-`num_layers`'s.
   """
 
   num_classes: int = 7
@@ -212,6 +215,8 @@ class JADFER(nn.Module):
   dtype: Dtype = jnp.float32
   pixel_mean: tuple[float, ...] | None = irse.PIXEL_MEAN
   pixel_std: tuple[float, ...] | None = irse.PIXEL_STD
+  trunk_width: int = 64
+  trunk_units: tuple[int, ...] | None = None
 
   def _check(self) -> None:
     jad_attention.check_fields(
@@ -256,6 +261,8 @@ class JADFER(nn.Module):
       pixel_mean=self.pixel_mean,
       pixel_std=self.pixel_std,
       remat=self.remat,
+      width=self.trunk_width,
+      units=self.trunk_units,
       name='backbone',
     )(images, train)
     x = fmap.astype(self.dtype)
