@@ -77,35 +77,3 @@ def test_table_marks_the_target():
   text = learning.table([row])
   assert '| manet | width 16 | 3.17 M | 0.026 | 2180 | 91.2 % |' in text
   assert text.endswith('| 12.3 | yes |')
-
-
-# Fields both the narrow and the default model take (small transformers).
-SHARED = {
-  'manet': {},
-  'gcsa': {'num_frames': 4},
-  'jadfer': {'width': 32, 'depth': 1, 'num_heads': 2},
-}
-
-
-@pytest.mark.parametrize(
-  'name,fields,size',
-  [
-    ('manet', {'width': 16}, (1, 64, 64, 3)),
-    ('gcsa', {'width': 8}, (1, 4, 32, 32, 3)),
-    ('jadfer', {'trunk_width': 8, 'trunk_units': (1, 1, 1)}, (1, 32, 32, 3)),
-  ],
-)
-def test_width_fields_narrow_every_module(name, fields, size):
-  narrow = models.get_model(name, **fields, **SHARED[name])
-  wide = models.get_model(name, **SHARED[name])
-  rngs = {'params': jax.random.key(0), 'dropout': jax.random.key(0)}
-  x = jnp.zeros(size)
-  small = jax.eval_shape(lambda: narrow.init(rngs, x, train=False))['params']
-  big = jax.eval_shape(lambda: wide.init(rngs, x, train=False))['params']
-  assert _kinds(small) == _kinds(big)
-  count = lambda t: sum(v.size for v in jax.tree.leaves(t))  # noqa: E731
-  assert count(small) < count(big) / 4
-  out = jax.eval_shape(
-    lambda: narrow.apply(narrow.init(rngs, x, train=False), x, train=False)
-  )
-  assert out['logits'].shape == (1, 7)
