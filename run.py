@@ -11,7 +11,8 @@ Compiled steps are cached in ~/.cache/ferjax/xla (--compilation_cache_dir;
 Multi-host: pass --coordinator_address/--num_processes/--process_id (or set
 JAX_COORDINATOR_ADDRESS, JAX_NUM_PROCESSES, JAX_PROCESS_ID) on every process.
 Exits 0 when done, 1 when training fails for a reason it names (e.g. the
-dataset is not built), 2 for a bad command line.
+dataset is not built), 2 for a bad command line (including a --config that
+cannot continue the --workdir's run: another model, or fewer steps).
 This file only parses flags; the logic lives in ferjax.train.
 """
 
@@ -21,6 +22,7 @@ from collections.abc import Sequence
 from absl import flags
 from ml_collections import config_flags
 
+from ferjax import checkpoint_checks
 from ferjax import cli
 from ferjax import runtime
 from ferjax import sharding
@@ -69,10 +71,12 @@ def _main(fv: flags.FlagValues) -> None:
   )
   runtime.enable_compilation_cache(fv.compilation_cache_dir)
   runtime.hint_cpu_allocator()
-  if fv.mode == 'train':
-    train.train_and_evaluate(fv.config, fv.workdir)
-  else:
-    trained.evaluate_config(fv.config, fv.workdir)
+  # A --config that cannot continue the --workdir's run is a usage error.
+  with cli.usage_errors(checkpoint_checks.CannotContinueError):
+    if fv.mode == 'train':
+      train.train_and_evaluate(fv.config, fv.workdir)
+    else:
+      trained.evaluate_config(fv.config, fv.workdir)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

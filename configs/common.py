@@ -117,6 +117,10 @@ def base_config() -> ml_collections.ConfigDict:
   # A float feature to train on instead of the label, e.g. FERPlus's
   # 'label_distribution' (builder config 'probability').
   config.data.soft_target = placeholder(str)
+  # How its images frame a face (a ferjax.faces.crops style), which the
+  # predictor cuts detected faces to; None: the dataset's own
+  # (DatasetSpec.crop), which set_dataset writes here.
+  config.data.crop = placeholder(str)
   # Decode each image split once into memory-mapped arrays on local disk
   # (`ferjax.data.decoded_cache`): ~2x the examples per CPU core for small
   # datasets (RAF-DB: 460 MB). Image datasets only.
@@ -211,6 +215,7 @@ def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   config.data.num_classes = 7
   config.data.sampling = 'uniform'
   config.data.soft_target = None
+  config.data.crop = None
   config.augment.size = 32
   config.batch_size = 16
   config.eval_batch_size = 32  # The 140 test examples need a padded batch.

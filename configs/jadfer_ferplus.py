@@ -3,13 +3,17 @@ r"""JADFER (TAFFC 2024) on FERPlus (8 classes, majority labels).
   python run.py --config=configs/jadfer_ferplus.py --workdir=runs/jadfer_ferplus
   python run.py --config=configs/jadfer_ferplus.py:smoke --workdir=/tmp/smoke
 
-Paper: no number is public (the abstract gives none, and the paper's tables
-were not available); compare against MA-Net and MFER on the same split.
+Paper: none published. JADFER's abstract gives no numbers, and neither its
+code nor its results tables are public; compare against MA-Net and MFER
+on the same split.
 Recipe: configs/jadfer_common.py (TransFER-like: 112 px, flip, RandAugment
 lite, random erasing; SGD 1e-3, batch 64), starting from the MS-Celeb IR-50
 at weights/ir50.pth.
 
 FERPlus's 48 px grayscale faces are repeated to RGB and resized to 112.
+
+The dataset build, the initial weights, the ablation switches and the
+expected GPU time are in docs/reproduce.md.
 """
 
 from configs import jadfer_common

@@ -1,7 +1,7 @@
 r"""MA-Net (TIP 2021) on AffectNet, 8 classes, the official recipe.
 
   python run.py --config=configs/manet_affectnet8.py \
-    --workdir=runs/manet_affectnet8
+    --workdir=runs/manet_affectnet8 --config.init_from=weights/manet_msceleb
   python run.py --config=configs/manet_affectnet8.py:smoke --workdir=/tmp/smoke
 
 Paper: 60.29 % accuracy on the official validation set (AffectNet's de-facto
@@ -10,6 +10,9 @@ of github.com/zengqunzhao/MA-Net with the numbers of that log: SGD lr 0.01,
 x0.1 every 5 epochs, 20 epochs, batch 256, no class-balanced sampling. The
 shared part is in configs/manet_common.py. The best checkpoint is chosen on
 the test split (AffectNet's official validation set), as main.py does.
+
+The dataset build, the initial weights, the ablation switches and the
+expected GPU time are in docs/reproduce.md.
 """
 
 from configs import manet_common

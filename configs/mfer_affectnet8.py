@@ -12,6 +12,9 @@ expected at weights/convnext_base_22k_224.pth).
 
 AffectNet trains class-balanced (`config.data.sampling`), as the usual
 recipes for its skewed training set do; the script does not say.
+
+The dataset build, the initial weights, the ablation switches and the
+expected GPU time are in docs/reproduce.md.
 """
 
 from configs import mfer_common

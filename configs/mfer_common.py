@@ -6,15 +6,20 @@ backbone. The fields below follow that script where it says something:
 
   model: ConvNeXt-B, drop path 0.25, DS attention after stages 3 and 4 with
     a dense 7x7 conv, three multiscale heads whose logits add up.
-  loss: label-smoothed CE (0.1) on each head, plus the DSF loss with weight
-    0.001 (`--weight_loss`); DSF's form is ferjax's reading (L-GM with label
-    smoothing; see `ferjax.losses.dsf_loss`).
+  loss: label-smoothed CE (0.1) on each head, plus the Deep Smooth Feature
+    (DSF) loss; DSF's form is ferjax's reading (L-GM with label smoothing;
+    see `ferjax.losses.dsf_loss`).
   AdamW, lr 1e-3, PyTorch's default weight decay 0.01 on every parameter;
     ExponentialLR 0.95 per epoch; 100 epochs; batch 32.
   input: Resize(224) and ImageNet mean/std normalisation.
   model selection: best test accuracy (WAR).
 
-Deviations, each a field:
+Deviations and choices, each a field:
+  - DSF weight: `config.loss.dsf_weight=0.001` is ferjax's choice, the
+    value of train.py's `--weight_loss` flag, which the script parses but
+    never applies (it adds the DSF loss with weight 1;
+    `--config.loss.dsf_weight=1` does that). With an unknown formula no
+    weight is known to be the paper's (docs/design_notes.md).
   - augmentation: the released script has none, which cannot give the
     paper's numbers; ferjax uses horizontal flip and random erasing (DAN's
     p 0.5, scale 0.02-0.25), as most FER recipes do. Set
@@ -73,9 +78,15 @@ def mfer_config(
   config.model.depths = (3, 3, 27, 3)
   config.model.dims = (128, 256, 512, 1024)
   config.model.drop_path_rate = 0.25
+  config.model.layer_scale_init = 1e-6  # ConvNeXt's.
   config.model.ds_conv = 'dense'  # The code's; the paper may be depthwise.
   config.model.ds_order = 'code'  # conv -> GELU -> LN (Fig. 2: LN first).
   config.model.ds_residual = True  # The code adds x back; Fig. 2 does not.
+  config.model.ds_kernel_size = 7
+  # Ablations (docs/reproduce.md): the stages ending with DS attention, and
+  # the classifier ('msc'; 'single' head on the whole feature; 'linear').
+  config.model.ds_stages = (3, 4)
+  config.model.head = 'msc'
   config.model.dsf_centers = True
   config.model.pixel_mean = IMAGENET_MEAN
   config.model.pixel_std = IMAGENET_STD
@@ -90,7 +101,7 @@ def mfer_config(
   # config.loss.name stays 'auto': the model's own loss, 'mfer'.
   config.loss.label_smoothing = 0.1
   config.loss.dsf = 'lgm'
-  config.loss.dsf_weight = 1e-3
+  config.loss.dsf_weight = 1e-3  # Ours: train.py applies 1 (see above).
   config.loss.dsf_alpha = 0.1
   config.loss.dsf_lambda = 0.01
   config.loss.dsf_smoothing = 0.1

@@ -11,6 +11,9 @@ erasing; ImageNet-22k ConvNeXt-B instead of the unreleased MS-Celeb one,
 expected at weights/convnext_base_22k_224.pth).
 
 FERPlus's 48 px grayscale faces are repeated to RGB and resized to 224.
+
+The dataset build, the initial weights, the ablation switches and the
+expected GPU time are in docs/reproduce.md.
 """
 
 from configs import mfer_common

@@ -8,6 +8,9 @@ Paper: 92.08 % accuracy on the test split (3,068 images). Recipe: the released t
 with the deviations listed in configs/mfer_common.py (flip and random
 erasing; ImageNet-22k ConvNeXt-B instead of the unreleased MS-Celeb one,
 expected at weights/convnext_base_22k_224.pth).
+
+The dataset build, the initial weights, the ablation switches and the
+expected GPU time are in docs/reproduce.md.
 """
 
 from configs import mfer_common

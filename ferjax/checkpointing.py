@@ -4,7 +4,10 @@
 a killed run continue exactly where it stopped. `workdir/best/<step>/` holds
 the state that scored best on the eval split. Orbax writes each step to a
 temporary directory and renames it on success, so a crash mid-save never
-leaves a checkpoint that looks complete.
+leaves a checkpoint that looks complete; a checkpoint damaged afterwards is
+skipped with a warning, and the newest intact one is used
+(`ferjax.checkpoint_checks`). A failed save is one `writers.WriteError`
+naming the directory and the reason (a full disk, permissions).
 
 `load_pretrained` serves step 2 of the resume order (the workdir's latest
 checkpoint, else `config.init_from`, else scratch): it fills a fresh state
@@ -12,9 +15,10 @@ from another run's checkpoint, a converted weights directory or a PyTorch
 file, all read by `load_variables` (which the predictor uses too).
 """
 
-import json
+import contextlib
 import os
 import shutil
+from typing import NamedTuple
 
 import flax
 import grain
@@ -25,7 +29,9 @@ import orbax.checkpoint as ocp
 from absl import logging
 from orbax.checkpoint import checkpoint_managers as policies
 
+from ferjax import checkpoint_checks as checks
 from ferjax import weights
+from ferjax import writers
 from ferjax.weights import saved
 from ferjax.weights import sources
 from ferjax.weights import torch_convert
@@ -49,8 +55,9 @@ class Checkpointer:
   def __init__(
     self, workdir: str, every_steps: int, keep: int, async_save: bool = True
   ):
-    self.directory = os.path.join(os.path.abspath(workdir), 'checkpoints')
-    self.best_directory = os.path.join(os.path.abspath(workdir), 'best')
+    self.workdir = os.path.abspath(workdir)
+    self.directory = os.path.join(self.workdir, 'checkpoints')
+    self.best_directory = os.path.join(self.workdir, 'best')
     save_policy = [policies.PreemptionCheckpointingPolicy()]
     if every_steps:
       save_policy.append(policies.FixedIntervalPolicy(every_steps))
@@ -78,16 +85,25 @@ class Checkpointer:
   def should_save(self, step: int) -> bool:
     return self._manager.should_save(step)
 
+  @contextlib.contextmanager
+  def _writing(self, directory: str):
+    """Turns a failed (or earlier failed async) save into a WriteError."""
+    try:
+      yield
+    except Exception as e:  # noqa: BLE001 - orbax and tensorstore raise many.
+      raise writers.cannot_write(directory, checks.cause(e)) from e
+
   def save(self, step: int, state, data_iter, force: bool = False) -> bool:
     """Saves state and iterator at `step` if due (or forced)."""
-    saved = self._manager.save(
-      step,
-      args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        data_iter=grain.checkpoint.CheckpointSave(data_iter),
-      ),
-      force=force,
-    )
+    with self._writing(self.directory):
+      saved = self._manager.save(
+        step,
+        args=ocp.args.Composite(
+          state=ocp.args.StandardSave(state),
+          data_iter=grain.checkpoint.CheckpointSave(data_iter),
+        ),
+        force=force,
+      )
     if saved:
       logging.info('Saving checkpoint at step %d to %s', step, self.directory)
     return saved
@@ -103,10 +119,44 @@ class Checkpointer:
     )
     return restored['state']
 
-  def save_best(self, step: int, state) -> None:
-    self._best.save(
-      step, args=ocp.args.Composite(state=ocp.args.StandardSave(state))
+  def _restore_checked(self, step: int, state, data_iter):
+    """`restore`, after reading the metadata: a missing file is named."""
+    checks.saved_tree(os.path.join(self.directory, str(step), 'state'))
+    return self.restore(step, state, data_iter)
+
+  def resume(self, state, data_iter, total_steps: int):
+    """(step, state) of the newest checkpoint that restores; (0, state) if
+    there is none.
+
+    Refuses, before anything is written, checkpoints this config cannot
+    continue (`checks.check_continues`). Newer checkpoints that cannot be
+    read are skipped with a warning and moved to checkpoints.unreadable/:
+    the resumed run saves those steps again.
+    """
+    steps = sorted(self._manager.all_steps(), reverse=True)
+    if not steps:
+      return 0, state
+    checks.check_continues(
+      self.directory, steps, state, total_steps, self.workdir
     )
+    (_, step), restored, skipped = checks.newest_intact(
+      [(self.directory, s) for s in steps],
+      lambda _, s: self._restore_checked(s, state, data_iter),
+      what=f'--workdir={self.workdir}',
+      fix='pass a new --workdir, or move checkpoints/ away to start afresh',
+    )
+    if skipped and jax.process_index() == 0:
+      for directory, s in skipped:
+        checks.set_aside(directory, s)
+      self._manager.reload()
+    logging.info('Resuming from step %d in %s', step, self.directory)
+    return step, restored
+
+  def save_best(self, step: int, state) -> None:
+    with self._writing(self.best_directory):
+      self._best.save(
+        step, args=ocp.args.Composite(state=ocp.args.StandardSave(state))
+      )
 
   def best_step(self) -> int | None:
     return self._best.latest_step()
@@ -127,10 +177,11 @@ class Checkpointer:
     self._best.reload()
 
   def wait(self) -> None:
-    self._manager.wait_until_finished()
+    with self._writing(self.directory):
+      self._manager.wait_until_finished()
 
   def close(self) -> None:
-    self._manager.wait_until_finished()
+    self.wait()
     self._manager.close()
     self._best.close()
 
@@ -141,40 +192,61 @@ def _restore_as_numpy(path: str) -> dict:
   Restoring with the saved shardings fails when the devices differ (a run
   trained on 8 GPUs, loaded on 1 or on a CPU); numpy needs no sharding.
   """
-  checkpointer = ocp.PyTreeCheckpointer()
-  tree = checkpointer.metadata(path).item_metadata.tree
   restore_args = jax.tree.map(
-    lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree
+    lambda _: ocp.RestoreArgs(restore_type=np.ndarray), checks.saved_tree(path)
   )
-  return checkpointer.restore(
-    path, args=ocp.args.PyTreeRestore(restore_args=restore_args)
-  )
+  with ocp.PyTreeCheckpointer() as checkpointer:
+    return checkpointer.restore(
+      path, args=ocp.args.PyTreeRestore(restore_args=restore_args)
+    )
 
 
-def restore_raw_state(directory: str, what: str = 'config.init_from') -> dict:
-  """The saved state of a run directory as nested dicts (for init_from).
+def _steps(path: str) -> list[int]:
+  """The finished steps of a checkpoint directory, newest first."""
+  if not os.path.isdir(path):
+    return []
+  with ocp.CheckpointManager(path, item_names=('state',)) as manager:
+    return sorted(manager.all_steps(), reverse=True)
 
-  Takes the best checkpoint if there is one, else the latest.
+
+# Where a run's state is read from, most wanted first, and what each is.
+_SOURCES = (('best', 'best'), ('checkpoints', 'latest'))
+
+
+def read_state(directory: str, what: str = 'config.init_from'):
+  """The newest intact saved state of a run directory, best/ first.
 
   Args:
     directory: a ferjax workdir.
     what: how the error names `directory` (the flag or field it came from).
+
+  Returns:
+    ({'kind': 'best' or 'latest', 'step': N}, the state as nested dicts of
+    numpy arrays). Unreadable checkpoints are skipped with a warning.
   """
-  for sub in ('best', 'checkpoints'):
-    path = os.path.join(os.path.abspath(directory), sub)
-    if not os.path.isdir(path):
-      continue
-    with ocp.CheckpointManager(path, item_names=('state',)) as manager:
-      step = manager.latest_step()
-    if step is None:
-      continue
-    logging.info('Restoring %s step %d', path, step)
-    return _restore_as_numpy(os.path.join(path, str(step), 'state'))
-  raise FileNotFoundError(
-    f'{what}={directory!r} holds no checkpoint (looked in best/ and '
-    'checkpoints/); point it at a ferjax workdir (or, for init_from, a .pth '
-    'file).'
+  base = os.path.abspath(directory)
+  candidates = [
+    (os.path.join(base, sub), step)
+    for sub, _ in _SOURCES
+    for step in _steps(os.path.join(base, sub))
+  ]
+  if not candidates:
+    raise FileNotFoundError(
+      f'{what}={directory!r} holds no checkpoint (looked in best/ and '
+      'checkpoints/); point it at a ferjax workdir (or, for init_from, a '
+      '.pth file).'
+    )
+  (path, step), raw, _ = checks.newest_intact(
+    candidates,
+    lambda path, step: _restore_as_numpy(
+      os.path.join(path, str(step), 'state')
+    ),
+    what=f'{what}={directory!r}',
+    fix='restore the workdir from a copy, or train it again',
   )
+  logging.info('Restored %s step %d', path, step)
+  kind = dict(_SOURCES)[os.path.basename(path)]
+  return {'kind': kind, 'step': step}, raw
 
 
 def run_config(workdir: str) -> ml_collections.ConfigDict:
@@ -182,93 +254,105 @@ def run_config(workdir: str) -> ml_collections.ConfigDict:
 
   Raises:
     FileNotFoundError: naming the missing config.json.
+    ValueError: naming a damaged one.
   """
-  path = os.path.join(workdir, 'config.json')
+  path = os.path.join(workdir, writers.CONFIG_FILE)
   if not os.path.exists(path):
     raise FileNotFoundError(
       f'{path} does not exist: {workdir!r} is not a ferjax workdir (run.py '
       'writes config.json there when training starts).'
     )
-  with open(path) as f:
-    return ml_collections.ConfigDict(json.load(f))
+  return ml_collections.ConfigDict(writers.read_json(path))
 
 
-def load_run(workdir: str) -> tuple[ml_collections.ConfigDict, dict]:
+def restore_raw_state(directory: str, what: str = 'config.init_from') -> dict:
+  """The saved state of a run directory as nested dicts (for init_from):
+  its best checkpoint if intact, else the newest intact one."""
+  return read_state(directory, what)[1]
+
+
+class Run(NamedTuple):
+  """A run's config, model variables and the checkpoint they came from."""
+
+  config: ml_collections.ConfigDict
+  variables: dict
+  checkpoint: dict  # {'kind': 'best' or 'latest', 'step': N}
+
+
+def read_run(workdir: str) -> Run:
   """A finished or running workdir's config and model variables.
 
   For inference and export: the config is the run's config.json, the
-  variables its best checkpoint's (else the latest's) params and model
-  state, as host numpy arrays.
+  variables its best checkpoint's (else the newest intact one's) params and
+  model state, as host numpy arrays.
 
   Raises:
     FileNotFoundError: naming the missing config.json or checkpoint.
+    ValueError: naming a damaged config.json, or every checkpoint unreadable.
   """
   config = run_config(workdir)
-  raw = restore_raw_state(workdir, what='workdir')
+  used, raw = read_state(workdir, what='workdir')
   variables = {'params': raw['params'], **raw.get('model_state', {})}
-  return config, jax.device_get(variables)
+  return Run(config, jax.device_get(variables), used)
 
 
-def _saved_steps(directory: str) -> list[int]:
-  if not os.path.isdir(directory):
-    return []
-  with ocp.CheckpointManager(directory, item_names=('state',)) as manager:
-    return sorted(manager.all_steps())
+def load_run(workdir: str) -> tuple[ml_collections.ConfigDict, dict]:
+  """`read_run`'s config and variables."""
+  return read_run(workdir)[:2]
 
 
 def find_checkpoint(workdir: str, which: str = 'auto') -> tuple[str, int]:
-  """Where one checkpoint of a run lies: (its saved state's path, step).
+  """Where one checkpoint of a run lies: (best/ or checkpoints/, its step).
 
-  Args:
-    workdir: a ferjax workdir.
-    which: 'best' (the state that scored best on validation), 'final' (the
-      latest periodic checkpoint: the last step of a finished run), 'auto'
-      (best, else final) or a step number (of either).
-
-  Raises:
-    FileNotFoundError: naming the workdir, the checkpoints it has and what
-      to pass instead.
+  `which`: 'best' (scored best on validation), 'final' (the latest periodic
+  checkpoint: a finished run's last step), 'auto' (best, else final) or a
+  step number of either. A missing one is a FileNotFoundError naming the
+  workdir, the checkpoints it has and what to pass instead.
   """
   workdir = os.path.abspath(workdir)
-  found = {
-    sub: _saved_steps(os.path.join(workdir, sub))
-    for sub in ('best', 'checkpoints')
-  }
+  found = {sub: _steps(os.path.join(workdir, sub)) for sub, _ in _SOURCES}
   if not any(found.values()):
     raise FileNotFoundError(
       f'--workdir={workdir} holds no checkpoint (best/ and checkpoints/ are '
       'empty or missing); train it first (python run.py ... --workdir).'
     )
-  has = f'best {found["best"] or "none"}, saved {found["checkpoints"]}'
-  choices = {
-    'best': ('best', found['best'][-1:]),
-    'final': ('checkpoints', found['checkpoints'][-1:]),
-  }
   if which == 'auto':
     which = 'best' if found['best'] else 'final'
-  if which in choices:
-    sub, steps = choices[which]
+  named = {'best': 'best', 'final': 'checkpoints'}
+  if which in named:  # The newest of its kind.
+    sub, step = named[which], (found[named[which]] or [None])[0]
   else:
     step = int(which) if str(which).isdigit() else None
     sub = next((k for k, v in found.items() if step in v), None)
-    steps = [step] if sub else []
-  if not steps:
+  if sub is None or step is None:
+    best, saved = (sorted(found[k]) or 'none' for k in ('best', 'checkpoints'))
     raise FileNotFoundError(
-      f'--workdir={workdir} has no {which!r} checkpoint (it has: {has}); '
-      'pass --checkpoint=best, final or one of the steps it has.'
+      f'--workdir={workdir} has no {which!r} checkpoint (it has: best {best}, '
+      f'saved {saved}); pass --checkpoint=best, final or one of its steps.'
     )
-  return os.path.join(workdir, sub, str(steps[0]), 'state'), steps[0]
+  return os.path.join(workdir, sub), step
 
 
 def load_checkpoint(workdir: str, which: str = 'auto') -> tuple[dict, int]:
   """One checkpoint's model variables as host numpy arrays, and its step.
 
   Reads only the saved state (no data iterator), whatever devices saved it;
-  `which` as in `find_checkpoint`.
+  `which` as in `find_checkpoint`. 'auto' falls back past unreadable
+  checkpoints to the newest intact one (`read_state`); a checkpoint asked
+  for by name that cannot be read is an UnreadableCheckpointError.
   """
-  path, step = find_checkpoint(workdir, which)
-  raw = _restore_as_numpy(path)
-  return {'params': raw['params'], **raw.get('model_state', {})}, step
+  found = find_checkpoint(workdir, which)
+  if which == 'auto':
+    used, raw = read_state(workdir, what='--workdir')
+    found = (None, used['step'])
+  else:
+    _, raw, _ = checks.newest_intact(
+      [found],
+      lambda d, n: _restore_as_numpy(os.path.join(d, str(n), 'state')),
+      what=f'--workdir={workdir}',
+      fix='pick another with --checkpoint, or train it again',
+    )
+  return {'params': raw['params'], **raw.get('model_state', {})}, found[1]
 
 
 def _merge_pretrained(fresh: dict, loaded: dict, what: str) -> dict:

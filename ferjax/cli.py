@@ -45,6 +45,8 @@ The contract of every command:
                            also return 1 itself.
   traceback                anything else is a bug: the exception propagates
                            (exit 1 from the interpreter, with its traceback).
+  --debug, FERJAX_DEBUG=1  print the traceback above a usage error's or a
+                           failure's line too (exit status unchanged).
 
 RuntimeError is not an expected failure: jax (XlaRuntimeError), orbax and
 most libraries raise it for internal faults, whose traceback is needed. A
@@ -57,13 +59,20 @@ and library flags (grain's) keep working and the global FLAGS ends up parsed
 logging goes through absl's handler, at INFO unless --verbosity is given.
 
 `parse_field` is the one parser of NAME=VALUE (`--field`, config overrides).
+
+Every command also drops the "Event loop is closed" reports that orbax's and
+tensorstore's background threads print after a failed checkpoint read or
+write, and the reports of the reads abandoned when one read failed: the error
+itself is reported once, by the command.
 """
 
 import ast
 import contextlib
 import faulthandler
 import inspect
+import os
 import sys
+import traceback
 from collections.abc import Callable
 from collections.abc import Iterator
 from collections.abc import Sequence
@@ -90,6 +99,7 @@ _PARSE_ERRORS = (
   ImportError,
 )
 _TRACEBACK = 'Traceback (most recent call last):'
+DEBUG_ENV = 'FERJAX_DEBUG'
 
 
 class UsageError(app.UsageError):
@@ -137,6 +147,23 @@ def describe(error: BaseException) -> str:
   if _TRACEBACK in lines:
     lines = lines[: lines.index(_TRACEBACK)] + lines[-1:]
   return ' '.join(lines) or type(error).__name__
+
+
+def unknown_field(args: Sequence[str], error: BaseException) -> str | None:
+  """The override among `args` that names a field `error` says is missing.
+
+  config_flags reports `--config.model.bogus=3` as a bare KeyError or
+  AttributeError 'bogus'; this names the flag and where the field is not.
+  """
+  if not isinstance(error, LookupError | AttributeError) or not error.args:
+    return None
+  key = str(error.args[0]).strip('\'"')
+  for arg in args:
+    path = arg.lstrip('-').partition('=')[0].split('.')
+    if arg.startswith('--') and key in path[1:]:
+      parent = '.'.join(path[: path.index(key, 1)])
+      return f'{arg}: {parent} has no field {key!r}'
+  return None
 
 
 def split_field(text: str) -> tuple[str, str]:
@@ -332,9 +359,53 @@ def _init_logging() -> None:
       faulthandler.enable()
 
 
-def _error(message: str, hint: bool) -> None:
+def _debugging(fv: flags.FlagValues | None = None, args=()) -> bool:
+  """--debug (parsed into `fv`, else among `args`) or FERJAX_DEBUG set."""
+  if os.environ.get(DEBUG_ENV, '') not in ('', '0') or '--debug' in args:
+    return True
+  return bool(fv is not None and 'debug' in fv and fv['debug'].value)
+
+
+def _error(message: str, hint: bool, debug: bool = False) -> None:
+  if debug:  # The traceback of the exception being handled.
+    traceback.print_exc()
   suffix = ' (see --help)' if hint else ''
   print(f'error: {message}{suffix}', file=sys.stderr)
+
+
+def _is_event_loop_noise(unraisable) -> bool:
+  error = unraisable.exc_value
+  if isinstance(error, RuntimeError) and str(error) == 'Event loop is closed':
+    return True
+  # A read coroutine closed unfinished (its peer failed first): orbax wraps
+  # the GeneratorExit of the close in an error of its own.
+  return isinstance(error, Exception) and isinstance(
+    error.__cause__, GeneratorExit
+  )
+
+
+def quiet_async_noise() -> None:
+  """Drops the after-the-fact reports of orbax's async checkpoint I/O.
+
+  When a checkpoint read or write fails, tensorstore still completes the
+  other pending reads or writes and posts them to the event loop orbax has
+  already closed; each posting is reported as an unraisable RuntimeError
+  with a traceback, hundreds of them for one failure. The read coroutines
+  abandoned by the failure are closed when collected, and orbax reports each
+  close as an error caused by GeneratorExit. None of them says anything
+  about the failure, which the command reports once. Other unraisable
+  exceptions still reach the previous hook.
+  """
+  previous = sys.unraisablehook
+  if getattr(previous, 'ferjax_quiet', False):
+    return
+
+  def hook(unraisable):
+    if not _is_event_loop_noise(unraisable):
+      previous(unraisable)
+
+  hook.ferjax_quiet = True
+  sys.unraisablehook = hook
 
 
 def run(
@@ -362,6 +433,13 @@ def run(
   with _argv_as([prog, *args]):  # A config flag's default loads at define.
     if define is not None:
       define(fv)
+  if 'debug' not in fv:
+    flags.DEFINE_bool(
+      'debug',
+      False,
+      f'show the traceback of an error too (or set {DEBUG_ENV}=1)',
+      flag_values=fv,
+    )
   wanted = wants_help(args)
   if wanted:
     if doc is None:
@@ -370,22 +448,24 @@ def run(
     arguments = names + ([f'[{rest}...]'] if rest else [])
     print(help_text(doc, fv, arguments, wanted == '--helpfull'), end='')
     return 0
+  quiet_async_noise()
   try:
     given = parse(fv, [prog, *args])
   except _PARSE_ERRORS as e:
-    message = describe(e)
-    if not isinstance(e, flags.Error):
+    named = unknown_field(args, e)
+    message = named or describe(e)
+    if not named and not isinstance(e, flags.Error):
       message = f'{type(e).__name__}: {message}'
-    _error(message, hint=True)
+    _error(message, hint=True, debug=_debugging(args=args))
     return USAGE
   try:
     check_positional(main, given)
     _init_logging()
     status = main(fv, *given)
   except (app.UsageError, flags.Error) as e:
-    _error(describe(e), hint=True)
+    _error(describe(e), hint=True, debug=_debugging(fv))
     return USAGE
   except (Failure, *EXPECTED) as e:
-    _error(describe(e), hint=False)
+    _error(describe(e), hint=False, debug=_debugging(fv))
     return FAILED
   return int(status or 0)

@@ -148,16 +148,12 @@ def export_logits(
   }
 
 
-def _checkpoint_used(workdir: str) -> dict:
-  """Which checkpoint `checkpointing.load_run` restores: best, else latest."""
-  for kind, sub in (('best', 'best'), ('latest', 'checkpoints')):
-    path = os.path.join(workdir, sub)
-    if not os.path.isdir(path):
-      continue
-    steps = [int(d) for d in os.listdir(path) if d.isdigit()]
-    if steps:
-      return {'kind': kind, 'step': max(steps)}
-  return {}
+def _has_checkpoint(workdir: str) -> bool:
+  """Whether best/ or checkpoints/ holds a finished step (none is read)."""
+  dirs = [os.path.join(workdir, sub) for sub in ('best', 'checkpoints')]
+  return any(
+    name.isdigit() for d in dirs if os.path.isdir(d) for name in os.listdir(d)
+  )
 
 
 def run_metrics(workdir: str, config: ml_collections.ConfigDict) -> dict:
@@ -166,10 +162,9 @@ def run_metrics(workdir: str, config: ml_collections.ConfigDict) -> dict:
   A run still training has no results.json; its best eval record in
   metrics.jsonl stands in.
   """
-  path = os.path.join(workdir, 'results.json')
+  path = os.path.join(workdir, writers.RESULTS_FILE)
   if os.path.exists(path):
-    with open(path) as f:
-      results = json.load(f)
+    results = writers.read_json(path)
     return {k: results[k] for k in ('best', 'final') if k in results}
   metric = config.get('best_metric', 'war')
   evals = [r for r in writers.read_metrics(workdir) if f'eval/{metric}' in r]
@@ -384,15 +379,15 @@ def export_run(
     )
   saved.check_empty_target(out_dir)
   has_config = os.path.exists(os.path.join(workdir, 'config.json'))
-  if has_config and not _checkpoint_used(workdir):
+  if has_config and not _has_checkpoint(workdir):
     raise FileNotFoundError(
       f'--workdir={workdir} has no checkpoint yet (best/ or checkpoints/); '
       'export it once training has saved one.'
     )
-  config, variables = checkpointing.load_run(workdir)
+  config, variables, used = checkpointing.read_run(workdir)
   run = {
     'workdir': workdir,
-    'checkpoint': _checkpoint_used(workdir),
+    'checkpoint': used,
     'metrics': run_metrics(workdir, config),
   }
   return export_variables(

@@ -19,7 +19,6 @@ from __future__ import annotations
 import importlib
 import itertools
 import os
-import tempfile
 from collections.abc import Callable
 from collections.abc import Sequence
 from importlib import metadata as importlib_metadata
@@ -32,6 +31,7 @@ from absl import logging
 from ferjax import checkpointing
 from ferjax import export_common
 from ferjax import exported as exported_lib
+from ferjax import writers
 
 ONNX_OPSET = 23
 ONNX_FILE = 'model.onnx'
@@ -277,16 +277,6 @@ def export_onnx(
     export_common.check_diff(
       diff, ONNX_TOLERANCE, 'the ONNX model (onnxruntime)'
     )
-  parent = os.path.dirname(out_path)
-  os.makedirs(parent, exist_ok=True)
-  fd, tmp = tempfile.mkstemp(
-    dir=parent, prefix=f'.{os.path.basename(out_path)}.'
+  return writers.write_atomic(
+    out_path, lambda f: f.write(model.SerializeToString())
   )
-  try:
-    with os.fdopen(fd, 'wb') as f:
-      f.write(model.SerializeToString())
-    os.replace(tmp, out_path)
-  except BaseException:
-    os.unlink(tmp)
-    raise
-  return out_path

@@ -85,25 +85,31 @@ def softmax_xent(outputs, labels, label_smoothing: float = 0.0):
 def manet(outputs, labels, beta: float = 0.6, label_smoothing: float = 0.0):
   """MA-Net's loss: beta * CE(local head) + (1 - beta) * CE(global head).
 
+  A one-branch model (`branches`) trains on its one head's cross-entropy.
+
   Args:
-    outputs: a dict with 'logits_local' and 'logits_global' (the 'manet'
-      model's output).
+    outputs: a dict with 'logits_local' and/or 'logits_global' (the
+      'manet' model's output).
     labels: (B,) integer labels.
     beta: weight of the local head (0.6 in MA-Net's `main.py`).
     label_smoothing: as in `softmax_cross_entropy` (0 in MA-Net).
 
   Returns:
-    The weighted mean loss and the two heads' mean losses as metrics
-    'loss_local' and 'loss_global'.
+    The weighted mean loss and the heads' mean losses as metrics
+    'loss_local' and 'loss_global' (those the model has).
   """
-  local = softmax_cross_entropy(
-    outputs['logits_local'], labels, label_smoothing
-  ).mean()
-  global_ = softmax_cross_entropy(
-    outputs['logits_global'], labels, label_smoothing
-  ).mean()
-  loss = beta * local + (1.0 - beta) * global_
-  return loss, {'loss_local': local, 'loss_global': global_}
+  weights = {'local': beta, 'global': 1.0 - beta}
+  metrics = {
+    f'loss_{head}': softmax_cross_entropy(
+      outputs[f'logits_{head}'], labels, label_smoothing
+    ).mean()
+    for head in weights
+    if f'logits_{head}' in outputs
+  }
+  if len(metrics) == 1:
+    return next(iter(metrics.values())), metrics
+  loss = sum(weights[k.removeprefix('loss_')] * v for k, v in metrics.items())
+  return loss, metrics
 
 
 def _hard_labels(labels: jax.Array, num_classes: int) -> jax.Array:
@@ -134,16 +140,16 @@ def dsf_loss(
   lam: float = 0.01,
   smoothing: float = 0.1,
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
-  """MFER's distribution-smoothed feature (DSF) loss, per example.
+  """MFER's Deep Smooth Feature (DSF) loss, per example.
 
-  What is known (papers.md §1): the paper's abstract says DSF "balance[s]
-  the probability difference of encoded intra-class features and
-  promote[s] intra-class features towards corresponding centers"; the
-  official training script optimises its parameters with the model's,
-  weighs it 0.001 and ablates it against the L-GM loss (Wan et al., CVPR
-  2018); its code was never released. The author's earlier centre loss
-  (XUJ1Er/FAER) is sum ||f - c_y||^2 / 2 / B with xavier-initialised
-  centres.
+  What is known: the paper's abstract says DSF "balance[s] the probability
+  difference of encoded intra-class features and promote[s] intra-class
+  features towards corresponding centers"; the official training script
+  (XuJ1E/MFER, train.py) optimises the loss's parameters with the model's;
+  its README compares features without a feature loss, with the L-GM loss
+  (Wan et al., CVPR 2018) and with DSF, whose code was never released. The
+  author's earlier centre loss (XUJ1Er/FAER) is sum ||f - c_y||^2 / 2 / B
+  with xavier-initialised centres (docs/design_notes.md).
 
   What is implemented: `kind='lgm'` (default) is L-GM with identity
   covariances and label smoothing, the reading that fits every clue —
@@ -192,12 +198,13 @@ def mfer(
   dsf_lambda: float = 0.01,
   dsf_smoothing: float = 0.1,
 ):
-  """MFER's loss: label-smoothed CE on each Msc head plus weighted DSF.
+  """MFER's loss: label-smoothed CE on each head plus weighted DSF.
 
-  As MFER's train.py: the three multiscale heads each get
-  LabelSmoothingCrossEntropy(0.1) and their losses add up; the DSF loss on
-  the pooled feature is added with weight 0.001 (`--weight_loss`). With
-  `dsf=''` (or weight 0) the centres are left out.
+  As MFER's train.py: each head (three Msc heads, or an ablated model's
+  one) gets LabelSmoothingCrossEntropy(0.1) and their losses add up; DSF on
+  the pooled feature is added times `dsf_weight`, ferjax's choice: train.py
+  names 0.001 (`--weight_loss`) but adds DSF unweighted, i.e. times 1.
+  With `dsf=''` (or weight 0) the centres are left out.
 
   Args:
     outputs: the 'mfer' model's dict: 'head_logits' (H, B, C), 'features'
@@ -258,8 +265,9 @@ def mfer(
 #
 # * `partition_loss`: DAN's formula, with DAN's variance, reduction and eps
 #   (the default). The log_softmax over paths belongs to the model, which
-#   needs the same tensor for its fusion; to follow DAN, call it on
-#   `jax.nn.log_softmax(paths, axis=1)`.
+#   feeds the same tensor to its interaction module (JADFER's
+#   `path_log_softmax`, DAN's choice, is on by default), so the loss takes
+#   the paths as the model outputs them.
 # * `cosine_loss`: the mean cosine similarity over the N (N - 1) / 2 pairs of
 #   flattened paths, averaged over the batch. It compares directions only:
 #   unlike the variance, it cannot be lowered by scaling every path up, and
@@ -352,8 +360,10 @@ def jadfer(
   """JADFER's loss: CE + variety_weight * Variety(SB paths).
 
   The abstract names only "a Variety loss" guiding the N paths apart. The
-  default is DAN's: the partition loss on the paths' embeddings after
-  log_softmax over the paths, weight 1 (see the Variety section above).
+  default is DAN's: the partition loss, weight 1, on the paths' embeddings
+  as the model outputs them, i.e. after its log_softmax over the paths
+  (JADFER's `path_log_softmax`), the tensor its SCI reads too (see the
+  Variety section above).
 
   Args:
     outputs: the 'jadfer' model's dict: 'logits', 'sb_embeddings' (B, N, C)
@@ -362,15 +372,16 @@ def jadfer(
     label_smoothing: smoothing of the cross-entropy.
     variety: 'partition' or 'cosine' (`variety_loss`).
     variety_weight: lambda; 0 leaves the Variety loss out.
-    variety_on: 'embeddings' (log_softmax over paths, as DAN) or 'maps' (the
-      paths' spatial attention maps).
+    variety_on: 'embeddings' (the model's 'sb_embeddings', log-softmaxed
+      over the paths by default, as DAN) or 'maps' (the paths' spatial
+      attention maps).
 
   Returns:
     The loss and metrics 'loss_ce' and 'loss_variety'.
   """
   ce = softmax_cross_entropy(outputs['logits'], labels, label_smoothing).mean()
   if variety_on == 'embeddings':
-    paths = jax.nn.log_softmax(outputs['sb_embeddings'], axis=1)
+    paths = outputs['sb_embeddings']
   elif variety_on == 'maps':
     paths = outputs['sb_maps']
   else:

@@ -24,7 +24,6 @@ one chosen on `config.data.validation`: with a holdout, its test metrics.
 """
 
 import dataclasses
-import json
 import os
 import re
 import statistics
@@ -138,11 +137,10 @@ def markdown(rows: Sequence[dict], summary: dict) -> str:
 
 def results_of(workdir: str) -> dict | None:
   """A run's results.json, or None while it has not finished."""
-  path = os.path.join(workdir, 'results.json')
+  path = os.path.join(workdir, writers.RESULTS_FILE)
   if not os.path.exists(path):
     return None
-  with open(path) as f:
-    return json.load(f)
+  return writers.read_json(path)
 
 
 def results_or_train(
@@ -191,11 +189,8 @@ def sweep(
     rows.append(row(run, results_or_train(config, run_dir, run, train_fn)))
   summary = aggregate(rows)
   table = {'rows': rows, 'summary': summary}
-  os.makedirs(workdir, exist_ok=True)
-  with open(os.path.join(workdir, 'sweep.json'), 'w') as f:
-    json.dump(table, f, indent=2)
-  with open(os.path.join(workdir, 'sweep.md'), 'w') as f:
-    f.write(markdown(rows, summary))
+  writers.write_json(os.path.join(workdir, 'sweep.json'), table)
+  writers.write_text(os.path.join(workdir, 'sweep.md'), markdown(rows, summary))
   return table
 
 

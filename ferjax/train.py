@@ -157,15 +157,23 @@ def load_init_from(config, state: TrainState) -> TrainState:
   )
 
 
-def _flush_train_metrics(pending, writer, progress) -> dict:
-  """Averages per-step metrics since the last flush; stops on NaN/Inf."""
+def _flush_train_metrics(pending, writer, progress, saved=None) -> dict:
+  """Averages per-step metrics since the last flush; stops on NaN/Inf.
+
+  `saved` is the step of the newest checkpoint (None: none yet), which the
+  error names.
+  """
   host = jax.device_get([m for _, m in pending])
   for (step, _), metrics in zip(pending, host, strict=True):
     if not np.isfinite(metrics['loss']):
+      kept = (
+        f'Checkpoint step {saved} is intact and a rerun resumes from it'
+        if saved
+        else 'No checkpoint was saved before it'
+      )
       raise NonFiniteLossError(
-        f'Training loss is {metrics["loss"]} at step {step}. The last '
-        'checkpoint before it is intact; lower the learning rate or check '
-        'the data, then rerun.'
+        f'Training loss is {metrics["loss"]} at step {step}. {kept}; lower '
+        'the learning rate or check the data, then rerun.'
       )
   mean = {
     f'train/{k}': float(np.mean([m[k] for m in host], dtype=np.float64))
@@ -298,19 +306,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
     metrics, and the step of the best.
   """
   run = Setup(config, workdir)
-  state, ckpt = run.state, run.checkpointer
+  ckpt = run.checkpointer
   train_iter = iter(run.train_data)
-  start = ckpt.latest_step()
-  if start is not None:
-    logging.info('Resuming from step %d in %s', start, ckpt.directory)
-    state = ckpt.restore(start, state, train_iter)
-  elif config.get('init_from'):
+  # Refuses checkpoints this config cannot continue before writing anything.
+  start, state = ckpt.resume(run.state, train_iter, run.total_steps)
+  if not start and config.get('init_from'):
     state = load_init_from(config, state)
-  start = start or 0
   ckpt.drop_best_after(start)
 
   writer = writers.MetricWriter(run.workdir, resume_step=start)
-  writer.write_config(run.workdir, config)
+  if start:  # config.json describes the checkpoints: written with the next.
+    writer.config_with_next_save(run.workdir, config)
+  else:
+    writer.write_config(run.workdir, config)
   data_sharding = sharding.data_sharding(run.mesh)
   step_fn = run.trainable.step_fn
   split = config.data.eval_split
@@ -335,7 +343,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
       eval_now = step % eval_every == 0 or final
       save_now = ckpt.should_save(step) or final or preemption.requested
       if step % log_every == 0 or eval_now or save_now:
-        _flush_train_metrics(pending, writer, progress)
+        _flush_train_metrics(pending, writer, progress, ckpt.latest_step())
       if eval_now:
         last_eval = evaluator.run(state)
         record, scored = evaluator_lib.records(last_eval), last_eval
@@ -353,12 +361,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         if scored[best_metric] > best:
           best = scored[best_metric]
           ckpt.save_best(step, state)
+          writer.checkpoint_saved()
       if preemption.requested and not save_now:  # SIGTERM came just now.
         if pending:
-          _flush_train_metrics(pending, writer, progress)
+          _flush_train_metrics(pending, writer, progress, ckpt.latest_step())
         save_now = True
       if save_now:
         ckpt.save(step, state, train_iter, force=True)
+        writer.checkpoint_saved()
       if preemption.requested and not final:
         progress.close()
         ckpt.close()

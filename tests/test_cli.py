@@ -172,6 +172,46 @@ def test_failures_opts_in_other_types(capsys):
   assert _one_line(capsys) == 'error: the export differs from the model'
 
 
+@pytest.mark.parametrize(
+  'argv, env',
+  [
+    (['--debug'], None),
+    ([], '1'),
+    (['--debug', '--steps=0'], None),  # A flag error shows its parse too.
+  ],
+)
+def test_debug_shows_the_traceback_above_the_line(
+  argv, env, capsys, monkeypatch
+):
+  if env:
+    monkeypatch.setenv(cli.DEBUG_ENV, env)
+  error = FileNotFoundError(2, 'No such file', 'x.jpg')
+  status = _run(_command([], error), '--workdir=/w', *argv)
+  err = capsys.readouterr().err
+  assert err.startswith('Traceback (most recent call last):'), err
+  assert err.splitlines()[-1].startswith('error: ')
+  assert status == (2 if '--steps=0' in argv else 1)
+
+
+def test_event_loop_noise_is_dropped_and_the_rest_kept(monkeypatch):
+  seen = []
+  monkeypatch.setattr(sys, 'unraisablehook', seen.append)
+  cli.quiet_async_noise()
+  cli.quiet_async_noise()  # Installed once.
+
+  class Unraisable:
+    def __init__(self, error):
+      self.exc_value = error
+
+  sys.unraisablehook(Unraisable(RuntimeError('Event loop is closed')))
+  abandoned = Exception('Encountered error while reading array index')
+  abandoned.__cause__ = GeneratorExit()
+  sys.unraisablehook(Unraisable(abandoned))
+  other = Unraisable(RuntimeError('something else'))
+  sys.unraisablehook(other)
+  assert seen == [other]
+
+
 @pytest.mark.parametrize('error', [ZeroDivisionError, RuntimeError, KeyError])
 def test_bugs_keep_their_traceback(error):
   with pytest.raises(error):
@@ -228,7 +268,8 @@ def test_global_absl_flags_are_accepted_but_not_the_commands():
     main = lambda fv: seen.append(sorted(fv.flag_values_dict()))  # noqa: E731
     assert _run(main, '--workdir=/w', '--verbosity', '1') == 0
     assert flags.FLAGS.verbosity == 1
-  assert seen == [['field', 'ignore', 'steps', 'verify', 'workdir']]
+  # --debug is every command's.
+  assert seen == [['debug', 'field', 'ignore', 'steps', 'verify', 'workdir']]
 
 
 COMMANDS = [
@@ -240,6 +281,7 @@ COMMANDS = [
   'ferjax.weights.__main__',
   'ferjax.predict.__main__',
   'ferjax.data.build',
+  'ferjax.faces.mtcnn_weights',
   'bench.run',
   'bench.suite',
   'bench.memory',
@@ -247,6 +289,8 @@ COMMANDS = [
   'bench.throughput',
   'bench.train_throughput',
   'bench.synthetic_baselines',
+  'bench.faces',
+  'bench.alignment_figure',
 ]
 
 
@@ -285,7 +329,10 @@ def test_config_files_and_overrides_in_process(monkeypatch, capsys):
   assert got[0][0] == 8 and got[1][0] != 8
 
   bad = [
-    (argv[:1] + ['--config.optimizer.no_such_field=3'], 'no_such_field'),
+    (
+      argv[:1] + ['--config.optimizer.no_such_field=3'],
+      "--config.optimizer.no_such_field=3: config.optimizer has no field 'no_",
+    ),
     (['--config=configs/demo.py:smok'], "Unknown config arg 'smok'"),
     (['--config=configs/no_such.py'], 'configs/no_such.py'),
     (argv[:1] + ['--config.batch_size=big'], 'flag --config.batch_size=big'),

@@ -6,7 +6,7 @@ import cv2
 import numpy as np
 import pytest
 
-from ferjax.predict import detect
+from ferjax.faces import detect
 from tfds_builders.synthetic_fer import render
 
 

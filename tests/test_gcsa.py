@@ -17,6 +17,8 @@ from tests.test_convnext import random_variables
 # The 7-class model at 16 x 112 x 112: IAL's live parameters, and GCSA's.
 GCA_COUNT = 18_936_775
 GCSA_COUNT = GCA_COUNT + 2 * 128 * 8 + 2 * 256 * 16
+# The GC gate layers of layer2's block (fc1_0, fc2_0), and its SE layers.
+LAYER2_GATE = 2 * 128 * 8
 FULL = (2, 16, 112, 112, 3)
 # A tiny clip: 32 px gives 2x2 layer3 maps and one layer4 cell (D = 256).
 TINY_FRAMES, TINY_SIZE = 4, 32
@@ -54,10 +56,19 @@ def tiny():
 
 
 @pytest.mark.parametrize(
-  ('attention', 'expected'), [('gca', GCA_COUNT), ('gcsa', GCSA_COUNT)]
+  ('fields', 'expected'),
+  [
+    ({'attention': 'gca'}, GCA_COUNT),
+    ({'attention': 'gcsa'}, GCSA_COUNT),
+    # The SE gate takes the GC gate's place, at the same reduction.
+    ({'attention': 'se'}, GCA_COUNT),
+    ({'attention_stages': (3,)}, GCSA_COUNT - 2 * LAYER2_GATE),
+    ({'attention_stages': ()}, GCA_COUNT - LAYER2_GATE - 2 * 256 * 16),
+    ({'se_reduction': 8}, GCA_COUNT + 2 * 128 * 16 + 2 * 256 * 32),
+  ],
 )
-def test_full_size_param_count_and_outputs(attention, expected):
-  model = models.get_model('gcsa', attention=attention)
+def test_full_size_param_count_and_outputs(fields, expected):
+  model = models.get_model('gcsa', **fields)
   variables = shapes(model, FULL)
   assert set(variables) == {'params', 'batch_stats'}
   assert model_helpers.param_count(variables['params']) == expected
@@ -180,6 +191,9 @@ def test_temporal_coupling_hand_example():
 def test_fuse():
   w_gc, w_se = np.array([0.5, 2.0, 1.0]), np.array([0.5, 0.5, 0.0])
   np.testing.assert_allclose(
+    gcsa_attention.fuse(w_gc, w_se, 'product'), [0.25, 1.0, 0.0]
+  )
+  np.testing.assert_allclose(
     gcsa_attention.fuse(w_gc, w_se, 'geometric'), [0.5, 1.0, 0.0]
   )
   np.testing.assert_allclose(
@@ -190,17 +204,12 @@ def test_fuse():
 
 
 class _Attention(nn.Module):
-  attention: str
-  fusion: str
+  gate: gcsa_attention.Gate
 
   @nn.compact
   def __call__(self, y):
     return gcsa_attention.channel_attention(
-      y,
-      num_frames=3,
-      num_classes=5,
-      attention=self.attention,
-      fusion=self.fusion,
+      y, num_frames=3, num_classes=5, gate=self.gate
     )
 
 
@@ -208,51 +217,106 @@ def _sigmoid(x):
   return 1.0 / (1.0 + np.exp(-x))
 
 
-def _attention_reference(y, p, attention, fusion):
-  """The GCA / GCSA equations in float64 numpy, T = 3."""
+def _attention_reference(y, p, gate):
+  """The GCA / SE / GCSA equations in float64 numpy, T = 3."""
   g = np.einsum('nhwc,hwc->nc', y, p['gc_0']['kernel'][:, :, 0])
   clip_g = g.reshape(-1, 3, g.shape[-1]).mean(1)
   aux = clip_g @ p['AUX_fc_0']['kernel'] @ p['AUX_fc_1']['kernel']
-  hidden = np.maximum(g @ p['fc1_0']['kernel'][0, 0], 0.0)
-  w = 2.0 * _sigmoid(hidden @ p['fc2_0']['kernel'][0, 0])
-  if attention == 'gcsa':
+  if gate.attention == 'none':
+    return y, aux
+  if gate.attention != 'se':
+    hidden = np.maximum(g @ p['fc1_0']['kernel'][0, 0], 0.0)
+    w = 2.0 * _sigmoid(hidden @ p['fc2_0']['kernel'][0, 0])
+  if gate.attention != 'gca':
     s = np.maximum(y.mean((1, 2)) @ p['se_fc1']['kernel'], 0.0)
-    w_se = _sigmoid(s @ p['se_fc2']['kernel'])
-    w = np.sqrt(w * w_se) if fusion == 'geometric' else (w + w_se) / 2
+    w_se = gate.se_scale * _sigmoid(s @ p['se_fc2']['kernel'])
+  if gate.attention == 'se':
+    w = w_se
+  elif gate.attention == 'gcsa':
+    w = {
+      'product': w * w_se,
+      'geometric': np.sqrt(w * w_se),
+      'mean': (w + w_se) / 2,
+    }[gate.fusion]
   frames = w.reshape(-1, 3, w.shape[-1])
   w = np.sqrt(frames * frames.mean(1, keepdims=True) + 1e-5).reshape(w.shape)
   return y * w[:, None, None, :], aux
 
 
+def _layer_variables(gate, y, seed=0):
+  """Random variables of the attention layers, and their fresh init."""
+  layer = _Attention(gate)
+  fresh = jax.jit(layer.init)(jax.random.key(seed), y)
+  return layer, random_variables(fresh, seed), fresh
+
+
 @pytest.mark.parametrize(
-  ('attention', 'fusion'),
-  [('gca', 'geometric'), ('gcsa', 'geometric'), ('gcsa', 'mean')],
+  'gate',
+  [
+    gcsa_attention.Gate('gca'),
+    gcsa_attention.Gate('se'),
+    gcsa_attention.Gate('gcsa'),
+    gcsa_attention.Gate('gcsa', 'geometric', se_scale=1.0),
+    gcsa_attention.Gate('gcsa', 'mean', se_reduction=8),
+    gcsa_attention.Gate('none'),
+  ],
 )
-def test_channel_attention_matches_equations(attention, fusion):
-  layer = _Attention(attention, fusion)
+def test_channel_attention_matches_equations(gate):
   y = np.random.default_rng(1).normal(size=(6, 3, 4, 32)).astype(np.float32)
-  variables = random_variables(jax.eval_shape(layer.init, jax.random.key(0), y))
-  assert variables['params']['gc_0']['kernel'].shape == (3, 4, 1, 32)
+  layer, variables, _ = _layer_variables(gate, y)
+  params = variables['params']
+  assert params['gc_0']['kernel'].shape == (3, 4, 1, 32)
+  assert ('fc1_0' in params) == (gate.attention in ('gca', 'gcsa'))
+  assert ('se_fc1' in params) == (gate.attention in ('se', 'gcsa'))
+  if 'se_fc1' in params:
+    assert params['se_fc1']['kernel'].shape == (32, 32 // gate.se_reduction)
   out, aux = layer.apply(variables, y)
   chex.assert_shape(aux, (2, 5))
-  want, want_aux = _attention_reference(
-    y.astype(np.float64), variables['params'], attention, fusion
-  )
+  want, want_aux = _attention_reference(y.astype(np.float64), params, gate)
   np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(aux, want_aux, rtol=1e-5, atol=1e-5)
+
+
+def test_fused_gate_starts_at_the_gc_gate():
+  """At init the SE gate is 1: GCSA computes GCA, 'se' the identity gate."""
+  y = np.random.default_rng(2).normal(size=(6, 3, 4, 32)).astype(np.float32)
+  gca, gca_vars, _ = _layer_variables(gcsa_attention.Gate('gca'), y)
+  gcsa_layer, _, fresh = _layer_variables(gcsa_attention.Gate('gcsa'), y)
+  np.testing.assert_array_equal(fresh['params']['se_fc2']['kernel'], 0.0)
+  # Random GC and shared layers, the SE branch as initialised.
+  params = {**fresh['params'], **gca_vars['params']}
+  got = gcsa_layer.apply({'params': params}, y)
+  chex.assert_trees_all_close(got, gca.apply(gca_vars, y), rtol=0, atol=1e-6)
+  se, _, se_fresh = _layer_variables(gcsa_attention.Gate('se'), y)
+  out, _ = se.apply(se_fresh, y)
+  np.testing.assert_allclose(out, y * np.sqrt(1 + 1e-5), rtol=1e-6)
+  # Neither the other fusions nor a plain SE gate start at the GC gate.
+  for gate in (
+    gcsa_attention.Gate('gcsa', 'geometric'),
+    gcsa_attention.Gate('gcsa', 'mean'),
+    gcsa_attention.Gate('gcsa', se_scale=1.0),
+  ):
+    got = _Attention(gate).apply({'params': params}, y)
+    assert np.abs(got[0] - gca.apply(gca_vars, y)[0]).max() > 1e-3
 
 
 def test_init_follows_ial():
   # The attention layers alone: the whole model is slow to init on CPU.
   y = np.zeros((3, 2, 2, 32), np.float32)
-  params = jax.jit(_Attention('gcsa', 'geometric').init)(jax.random.key(0), y)
-  params = params['params']
+  params = jax.jit(_Attention(gcsa_attention.Gate()).init)(
+    jax.random.key(0), y
+  )['params']
   # Kaiming-normal fan_out convs; PyTorch's default (bounded) Linear layers.
   np.testing.assert_allclose(
     np.std(params['fc1_0']['kernel']), np.sqrt(2.0 / 2), rtol=0.3
   )
   assert np.abs(params['AUX_fc_0']['kernel']).max() <= 32**-0.5
-  assert np.abs(params['se_fc1']['kernel']).max() <= 32**-0.5
+  assert 0 < np.abs(params['se_fc1']['kernel']).max() <= 32**-0.5
+  np.testing.assert_array_equal(params['se_fc2']['kernel'], 0.0)
+  plain = jax.jit(_Attention(gcsa_attention.Gate(se_zero_init=False)).init)(
+    jax.random.key(0), y
+  )['params']
+  assert 0 < np.abs(plain['se_fc2']['kernel']).max() <= 2**-0.5
   table = gcsa.position_init(jax.random.key(0), (1, 16, 256))
   np.testing.assert_allclose(np.std(table), 1.0, rtol=0.05)
 
@@ -260,8 +324,13 @@ def test_init_follows_ial():
 @pytest.mark.parametrize(
   ('fields', 'message'),
   [
-    ({'attention': 'se'}, r"GCSA attention='se'.*'gca', 'gcsa'"),
-    ({'fusion': 'max'}, r"GCSA fusion='max'.*'geometric', 'mean'"),
+    ({'attention': 'none'}, r"GCSA attention='none'.*'gca', 'se', 'gcsa'"),
+    ({'fusion': 'max'}, r"GCSA fusion='max'.*'product', 'geometric'"),
+    ({'attention_stages': (1, 2)}, r'attention_stages=\(1, 2\); pick'),
+    ({'attention_stages': (3, 3)}, r'attention_stages=\(3, 3\); pick'),
+    ({'se_reduction': 0}, 'se_reduction=0 must be at least 1'),
+    ({'se_reduction': 256}, 'The SE branch got 128 channels'),
+    ({'se_scale': 0.0}, 'se_scale=0.0 must be positive'),
     ({'num_frames': 1}, 'at least 2 frames'),
     ({'temporal_heads': 0}, 'temporal_heads=0 must be positive'),
     ({'static_mlp_dim': -1}, 'static_mlp_dim=-1 must be positive'),
@@ -289,14 +358,43 @@ def test_bad_inputs(tiny):
     )
 
 
+def test_attention_stages_change_the_computation(tiny):
+  """Without layer2's gate the same weights give other logits and maps."""
+  _, variables, apply = tiny
+  model = models.get_model(
+    'gcsa', num_classes=5, num_frames=TINY_FRAMES, attention_stages=(3,)
+  )
+  params = {**variables['params']}
+  params['layer2_0'] = {
+    k: v
+    for k, v in params['layer2_0'].items()
+    if k not in ('fc1_0', 'fc2_0', 'se_fc1', 'se_fc2')
+  }
+  partial = {**variables, 'params': params}
+  chex.assert_trees_all_equal_shapes(partial, shapes(model, clips().shape))
+  out, state = jax.jit(model.apply, static_argnames='mutable')(
+    partial, clips(), mutable='intermediates'
+  )
+  maps = gcsa.attention_maps(model, out, state['intermediates'])
+  assert set(maps) == {'channels_layer3'}
+  full = apply(variables, clips())['logits']
+  assert np.abs(out['logits'] - full).max() > 1e-3
+
+
 def test_registry():
   assert 'gcsa' in models.list_models()
   model = models.get_model('gcsa')
   assert isinstance(model, gcsa.GCSA)
   assert (model.attention, model.fusion, model.num_frames) == (
     'gcsa',
-    'geometric',
+    'product',
     16,
+  )
+  assert tuple(model.attention_stages) == (2, 3)
+  assert (model.se_reduction, model.se_scale, model.se_zero_init) == (
+    16,
+    2.0,
+    True,
   )
   assert (model.num_classes, model.pixel_mean, model.pixel_std) == (
     7,

@@ -60,6 +60,16 @@ def test_bad_fold():
     config_helpers.get_config('gcsa_dfew', 'fold=6')
 
 
+def test_protocol_preset():
+  """One switch makes the DFEW splits IAL's: clips under 16 frames dropped."""
+  assert config_helpers.get_config('gcsa_dfew', 'fold=2').clip.short == 'loop'
+  config = config_helpers.get_config('gcsa_dfew', 'fold=2,protocol=ial')
+  assert config.clip.short == 'drop' and config.data.config == 'fold2'
+  assert config.clip.segments == 16
+  with pytest.raises(ValueError, match="protocol='tsn'; use one of"):
+    config_helpers.get_config('gcsa_dfew', 'protocol=tsn')
+
+
 def test_gcsa_smoke_trains_on_synthetic_clips(tmp_path_factory, tmp_path):
   from ferjax.data import build
 

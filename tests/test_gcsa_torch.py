@@ -130,6 +130,28 @@ def test_gcsa_loads_all_but_the_se_branch(small_ial):
   assert 0 < np.abs(se_kernel).max() <= 256**-0.5  # PyTorch's Linear init
 
 
+def test_gcsa_from_ial_computes_ials_logits_at_init(small_ial):
+  """The fresh SE branch gates by exactly 1, so GCSA is IAL until trained."""
+  state_dict = {f'module.{k}': v for k, v in _numpy(small_ial).items()}
+  variables = weights.from_torch('gcsa', state_dict, rng=5, **SMALL)
+  assert 'se_fc2' in variables['params']['layer2_0']
+  _assert_parity(small_ial, variables, 4, 32)
+
+
+def test_se_only_leaves_ials_gc_gates_unused(small_ial):
+  state_dict = _numpy(small_ial)
+  variables, report = gcsa_weights.convert(state_dict, attention='se', **SMALL)
+  gc_gates = {
+    f's_former.layer{i}.0.fc{j}.0.weight' for i in (2, 3) for j in (1, 2)
+  }
+  assert set(report.unused) - gc_gates == set(
+    gcsa_weights.convert(state_dict, attention='gca', **SMALL)[1].unused
+  )
+  assert gc_gates <= set(report.unused)
+  assert report.initialised == SE
+  assert 'fc1_0' not in variables['params']['layer3_0']
+
+
 def test_heads_of_another_size_and_ignored_layers(small_ial):
   state_dict = _numpy(small_ial)
   variables, report = gcsa_weights.convert(

@@ -5,8 +5,9 @@ lazy ones inside functions included, is read with `ast` (nothing is
 imported). The layers, lowest first, are the design's:
 
     leaves (labels, writers, runtime, cli, exported)
-    -> layers, losses, data, tfds_builders, optim, sharding, evaluate
-    -> models -> weights -> checkpointing, viz -> export_common
+    -> layers, losses, data, faces, tfds_builders, optim, sharding, evaluate
+    -> models -> weights -> checkpointing, checkpoint_checks, viz
+    -> export_common
     -> train, evaluate.trained, evaluate.__main__, measure, compare,
        predict, export, export_onnx, sweep
     -> configs, bench, run.py
@@ -39,6 +40,7 @@ LAYERS = (
     'ferjax.layers',
     'ferjax.losses',
     'ferjax.data',
+    'ferjax.faces',
     'tfds_builders',
     'ferjax.optim',
     'ferjax.sharding',
@@ -46,7 +48,7 @@ LAYERS = (
   ),
   ('ferjax.models',),
   ('ferjax.weights',),
-  ('ferjax.checkpointing', 'ferjax.viz'),
+  ('ferjax.checkpointing', 'ferjax.checkpoint_checks', 'ferjax.viz'),
   ('ferjax.export_common',),
   (
     'ferjax.train',

@@ -11,9 +11,18 @@ from ferjax import losses
 from ferjax import models
 from ferjax.models import jadfer
 from tests import model_helpers
+from tests.test_gcsa import random_model_variables
 
 DEFAULT_PARAMS = 73_483_143
 BACKBONE_PARAMS = 17_611_968
+# The 7-class model without SB (and SCI), without CB's encoder and class
+# token, without SCI: the parts removed, the fusion resized.
+ABLATED_PARAMS = {
+  'sb': ({'num_paths': 0, 'sci_depth': 0}, 65_211_079),
+  'cb': ({'depth': 0}, 26_233_479),
+  'sci': ({'sci_depth': 0}, 67_577_991),
+  'jad': ({'drop_prob': 0.0}, DEFAULT_PARAMS),
+}
 # Small everywhere but the backbone, which only exists as IR-50.
 TINY = dict(width=32, depth=2, num_heads=2, num_paths=3, mlp_ratio=2.0)
 
@@ -34,6 +43,103 @@ def test_default_size_and_outputs():
   chex.assert_shape(out['sb_maps'], (2, 4, 14, 14))
   chex.assert_shape(out['sb_embeddings'], (2, 4, 256))
   assert {x.dtype for x in out.values()} == {np.dtype('float32')}
+
+
+@pytest.mark.parametrize('part', ['sb', 'cb', 'sci'])
+def test_ablated_sizes(part):
+  fields, expected = ABLATED_PARAMS[part]
+  model = models.get_model('jadfer', num_classes=7, **fields)
+  params = model_helpers.init_shapes(model, 112)['params']
+  assert model_helpers.param_count(params) == expected
+  gone = {
+    'sb': ('sb_path_0', 'sci_embed', 'sci_block_0'),
+    'cb': ('cb_block_0', 'cb_cls'),
+    'sci': ('sci_block_0',),
+  }[part]
+  assert not set(gone) & set(params)
+
+
+# The interaction modules on a small map: no IR-50 to compile.
+SMALL_MAP = (4, 4, 4, 16)
+
+
+def _interaction(fields, seed=0):
+  """An Interaction with TINY sizes, random variables, a jitted apply."""
+  model = jadfer.Interaction(num_classes=5, **{**TINY, **fields})
+  x = np.random.default_rng(seed).normal(size=SMALL_MAP).astype(np.float32)
+  template = jax.eval_shape(model.init, jax.random.key(0), x)
+  variables = random_model_variables(template, seed)
+  apply = jax.jit(model.apply, static_argnames=('train', 'mutable'))
+  return variables, x, apply
+
+
+def _intermediates(apply, variables, x, seed):
+  out, state = apply(
+    variables,
+    x,
+    train=True,
+    mutable=('batch_stats', 'intermediates'),
+    rngs={'dropout': jax.random.key(seed)},
+  )
+  flat = traverse_util.flatten_dict(state['intermediates'], sep='/')
+  return out, {k.removesuffix('/0'): v for k, v in flat.items()}
+
+
+def test_without_sb_cb_sci():
+  """Each removed part leaves the others computing, as documented."""
+  variables, x, apply = _interaction({'num_paths': 0, 'sci_depth': 0})
+  out = apply(variables, x)
+  chex.assert_shape(out['sb_embeddings'], (4, 0, 16))
+  chex.assert_shape(out['features'], (4, 32))  # CB's class token alone.
+  assert losses.jadfer(out, jnp.arange(4))[1]['loss_variety'] == 0
+
+  variables, x, apply = _interaction({'depth': 0})
+  assert not {'cb_block_0', 'cb_cls'} & set(variables['params'])
+  out, sown = _intermediates(apply, variables, x, 0)
+  # SCI attends to the 16 embedded map positions, no class token.
+  chex.assert_shape(sown['sci_block_0/attention/attention'], (4, 2, 3, 16))
+  chex.assert_shape(out['features'], (4, 3 * 32))
+
+  variables, x, _ = _interaction({'sci_depth': 0})
+  model = jadfer.Interaction(num_classes=5, sci_depth=0, **TINY)
+  out, state = jax.jit(model.apply, static_argnames='capture_intermediates')(
+    variables, x, capture_intermediates=True
+  )
+  assert 'sci_block_0' not in variables['params']
+  # The fused vector: the projected paths and CB's class token, normalised.
+  (paths,) = state['intermediates']['sci_embed']['__call__']
+  (tokens,) = state['intermediates']['cb_norm']['__call__']
+  parts = np.concatenate([paths, tokens[:, :1]], 1).reshape(4, -1)
+  mean, var = parts.mean(-1, keepdims=True), parts.var(-1, keepdims=True)
+  norm = variables['params']['fuse_norm']
+  want = (parts - mean) / np.sqrt(var + 1e-6) * norm['scale'] + norm['bias']
+  np.testing.assert_allclose(out['features'], want, rtol=1e-4, atol=1e-4)
+
+
+def test_jad_off_drops_nothing():
+  variables, x, apply = _interaction({'drop_prob': 0.0})
+  first, sown = _intermediates(apply, variables, x, 0)
+  second, _ = _intermediates(apply, variables, x, 1)
+  # With JAD (test_jad_drops_in_training_only) the two would differ.
+  assert not any(k.endswith('jad_mask') for k in sown)
+  chex.assert_trees_all_equal(first, second)
+
+
+def test_one_tensor_feeds_sci_and_the_variety_loss():
+  """As DAN: the paths' log-softmax over paths, read by both."""
+  variables, x, apply = _interaction({})
+  out = apply(variables, x)
+  np.testing.assert_allclose(
+    jax.nn.logsumexp(out['sb_embeddings'], axis=1), 0.0, atol=1e-5
+  )
+  raw = jadfer.Interaction(num_classes=5, path_log_softmax=False, **TINY)
+  raw_out = jax.jit(raw.apply)(variables, x)
+  np.testing.assert_allclose(
+    jax.nn.log_softmax(raw_out['sb_embeddings'], axis=1),
+    out['sb_embeddings'],
+    atol=1e-5,
+  )
+  assert np.abs(raw_out['logits'] - out['logits']).max() > 1e-4
 
 
 def test_mean_fusion_and_bfloat16():
@@ -100,8 +206,7 @@ def test_loss_gradient_reaches_every_part(tiny):
     return losses.get_loss('jadfer')(outputs(params), labels)[0]
 
   def variety(params):
-    embeddings = outputs(params)['sb_embeddings']
-    return losses.variety_loss(jax.nn.log_softmax(embeddings, axis=1))
+    return losses.variety_loss(outputs(params)['sb_embeddings'])
 
   grads, variety_grads = jax.jit(
     lambda p: (jax.grad(full)(p), jax.grad(variety)(p))
@@ -124,6 +229,10 @@ def test_loss_options():
   ce = np.log(7)
   loss, metrics = losses.jadfer(out, labels, variety_weight=0.0)
   np.testing.assert_allclose(loss, ce, rtol=1e-6)
+  # The embeddings as the model outputs them (log-softmaxed by the model).
+  _, metrics = losses.jadfer(out, labels)
+  want = losses.partition_loss(out['sb_embeddings'])
+  np.testing.assert_allclose(metrics['loss_variety'], want, rtol=1e-6)
   loss, metrics = losses.jadfer(
     out, labels, variety='cosine', variety_on='maps'
   )
@@ -140,7 +249,9 @@ def test_loss_options():
     ({'fusion': 'sum'}, "fusion='sum'"),
     ({'joint': 'max'}, 'joint'),
     ({'width': 31}, 'divisible by num_heads'),
-    ({'num_paths': 0}, 'num_paths'),
+    ({'num_paths': 0}, 'sci_depth=1 with num_paths=0: SCI queries'),
+    ({'num_paths': 0, 'depth': 0, 'sci_depth': 0}, 'SB or CB must stay'),
+    ({'depth': -1}, 'each must be >= 0'),
   ],
 )
 def test_bad_fields(fields, match):

@@ -74,6 +74,44 @@ def test_full_size_param_count_and_shapes(num_classes, expected):
     assert logits.dtype == jnp.float32
 
 
+# The 7-class model with one branch: the shared front (683,072), the local
+# branch (4 x 10,577,392) or the global one (7,547,392), and its head.
+ONE_BRANCH = {'local': 42_996_231, 'global': 8_234_055}
+
+
+@pytest.mark.parametrize('branch', sorted(ONE_BRANCH))
+def test_one_branch_param_count(branch):
+  model = models.get_model('manet', branches=branch)
+  params = _shapes(model)['params']
+  assert _count(params) == ONE_BRANCH[branch]
+  other = 'fc_2' if branch == 'local' else 'fc_1'
+  assert other not in params
+  # Each holds the front once: together they are the full model and a front.
+  assert sum(ONE_BRANCH.values()) == 50_547_214 + 683_072
+
+
+def test_one_branch_is_that_branch_alone(small_variables):
+  """Local-only and global-only give the full model's head logits as their
+  prediction, from the same weights, and train on that head alone."""
+  images = _images()
+  full = models.get_model('manet').apply(small_variables, images)
+  for branch in ('local', 'global'):
+    model = models.get_model('manet', branches=branch)
+    template = _shapes(model, 32)
+    variables = {
+      c: {k: small_variables[c][k] for k in template[c]} for c in template
+    }
+    out = model.apply(variables, images)
+    assert set(out) == {'logits', f'logits_{branch}'}
+    np.testing.assert_allclose(
+      out['logits'], full[f'logits_{branch}'], rtol=1e-5, atol=1e-5
+    )
+    loss, metrics = losses.get_loss('manet')(out, jnp.asarray([0, 3]))
+    assert set(metrics) == {f'loss_{branch}'}
+    np.testing.assert_allclose(loss, metrics[f'loss_{branch}'])
+  assert np.abs(full['logits'] - full['logits_local']).max() > 1e-3
+
+
 def test_torch_names():
   params = _shapes(models.get_model('manet'), 32)['params']
   assert set(params) == {
@@ -197,6 +235,8 @@ def test_bad_fields():
     _shapes(models.get_model('manet', direction='sideways'), 32)
   with pytest.raises(ValueError, match=r'beta=1\.5'):
     _shapes(models.get_model('manet', beta=1.5), 32)
+  with pytest.raises(ValueError, match=r"branches='multi'.*'both', 'local'"):
+    _shapes(models.get_model('manet', branches='multi'), 32)
   with pytest.raises(ValueError, match=r'NHWC'):
     jax.eval_shape(
       models.get_model('manet').init,

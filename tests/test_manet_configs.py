@@ -35,7 +35,7 @@ RECIPES = {
     20,
     256,
   ),
-  'manet_caer_s': ('caer_s', None, 'test', 7, 0.1, 50, 0.5, 400, 128),
+  'manet_caer_s': ('caer_s', 'frames', 'test', 7, 0.1, 50, 0.5, 400, 128),
   'manet_sfew': ('sfew', None, 'validation', 7, 0.001, 10, 0.1, 100, 128),
 }
 

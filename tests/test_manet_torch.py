@@ -311,6 +311,22 @@ def test_heads_of_another_size_are_reinitialised(torch_models):
   )
 
 
+def test_one_branch_leaves_the_other_unused(torch_models):
+  state_dict = _numpy_state_dict(torch_models['same'])
+  variables, report = manet_weights.convert(state_dict, branches='global')
+  local = {
+    k
+    for k in state_dict
+    if k.startswith(manet_weights.BRANCH_LAYERS['local'])
+    and not k.endswith('num_batches_tracked')
+  }
+  assert set(report.unused) == local and report.initialised == ()
+  assert 'fc_1' not in variables['params']
+  np.testing.assert_array_equal(
+    variables['params']['fc_2']['kernel'], state_dict['fc_2.weight'].T
+  )
+
+
 def test_resnet18_front(torch_models):
   torch.manual_seed(3)
   resnet = _ResNet18()

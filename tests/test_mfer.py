@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import linen as nn
 from scipy import special
 
 from ferjax import models
@@ -21,6 +22,10 @@ TINY = {'depths': (1, 1, 2, 1), 'dims': (16, 32, 64, 128)}
 OFFICIAL_COUNT = 155_357_013
 DEPTHWISE_COUNT = 91_206_997
 CENTERS = 7 * 1024
+# The ablated modules at full size, 7 classes: DS attention at stages 3
+# and 4; the three Msc heads, one Msc-style head on 1024 dims, a Linear.
+DS3, DS4 = 13_175_360, 52_696_192
+MSC, SINGLE, LINEAR = 1_918_997, 1_056_775, 7_175
 
 
 @pytest.fixture(scope='module')
@@ -38,6 +43,16 @@ def tiny():
     ({'dsf_centers': False}, OFFICIAL_COUNT),
     ({'ds_conv': 'depthwise'}, DEPTHWISE_COUNT + CENTERS),
     ({'ds_conv': 'depthwise', 'dsf_centers': False}, DEPTHWISE_COUNT),
+    # The ablations, two per full-size model to keep the test short.
+    (
+      {'ds_stages': (4,), 'head': 'single'},
+      OFFICIAL_COUNT - DS3 - MSC + SINGLE + CENTERS,
+    ),
+    (
+      {'ds_stages': (3,), 'head': 'linear'},
+      OFFICIAL_COUNT - DS4 - MSC + LINEAR + CENTERS,
+    ),
+    ({'ds_stages': (), 'dsf_centers': False}, OFFICIAL_COUNT - DS3 - DS4),
   ],
 )
 def test_full_size_param_count(fields, expected):
@@ -49,7 +64,8 @@ def test_full_size_param_count(fields, expected):
     model.apply, variables, jax.ShapeDtypeStruct((2, 224, 224, 3), jnp.float32)
   )
   chex.assert_shape(out['logits'], (2, 7))
-  chex.assert_shape(out['head_logits'], (3, 2, 7))
+  heads = 3 if fields.get('head', 'msc') == 'msc' else 1
+  chex.assert_shape(out['head_logits'], (heads, 2, 7))
   chex.assert_shape(out['features'], (2, 1024))
   assert ('centers' in out) == fields.get('dsf_centers', True)
 
@@ -109,6 +125,63 @@ def test_outputs_and_msc_heads(tiny):
     hidden = features[:, :width] @ head['fc1']['kernel'] + head['fc1']['bias']
     logits = _gelu(hidden) @ head['fc2']['kernel'] + head['fc2']['bias']
     np.testing.assert_allclose(out['head_logits'][i], logits, atol=1e-4)
+
+
+def _ablated(variables, model):
+  """`variables` restricted to the modules `model` has."""
+  template = model_helpers.init_shapes(model, 32)['params']
+  return {'params': {k: variables['params'][k] for k in template}}
+
+
+def test_ds_stages_switch_the_attention(tiny):
+  """Without stage 3's DS attention the same weights give other logits."""
+  _, variables, apply = tiny
+  images = model_helpers.random_images(64)
+  model = models.get_model('mfer', num_classes=5, ds_stages=(4,), **TINY)
+  ablated = _ablated(variables, model)
+  assert 'stages_2_2' not in ablated['params']
+  out, state = jax.jit(model.apply, static_argnames='mutable')(
+    ablated, images, mutable='intermediates'
+  )
+  assert set(state['intermediates']) == {'stages_3_1'}
+  full = apply(variables, images)
+  assert np.abs(out['logits'] - full['logits']).max() > 1e-3
+
+
+class _Classifier(nn.Module):
+  head: str
+
+  @nn.compact
+  def __call__(self, features):
+    return mfer.classify(features, self.head, 5)
+
+
+@pytest.mark.parametrize('head', ['single', 'linear'])
+def test_classifiers(head):
+  """Msc, or one head on the whole feature (the Msc ablations)."""
+  features = np.random.default_rng(0).normal(size=(2, 128)).astype(np.float32)
+  layer = _Classifier(head)
+  params = jax.jit(layer.init)(jax.random.key(0), features)['params']
+  got = np.asarray(layer.apply({'params': params}, features))
+  features = features.astype(np.float64)
+
+  def mlp(p, x):
+    hidden = _gelu(x @ p['fc1']['kernel'] + p['fc1']['bias'])
+    return hidden @ p['fc2']['kernel'] + p['fc2']['bias']
+
+  if head == 'msc':
+    want = [
+      mlp(params[f'msc_{i}'], features[:, :w])
+      for i, w in enumerate((64, 96, 128))
+    ]
+  elif head == 'single':
+    want = [mlp(params['head'], features)]
+  else:
+    want = [features @ params['head']['kernel'] + params['head']['bias']]
+  assert set(params) == (
+    {'msc_0', 'msc_1', 'msc_2'} if head == 'msc' else {'head'}
+  )
+  np.testing.assert_allclose(got, np.stack(want), rtol=1e-5, atol=1e-5)
 
 
 def test_init():
@@ -246,6 +319,8 @@ def test_ds_attention_bfloat16():
     ({'dims': (16, 32, 64, 130)}, r'dims\[-1\]=130 must be divisible by 4'),
     ({'depths': (1, 1, 1)}, 'has 4 stages'),
     ({'drop_path_rate': -0.1}, r'drop_path_rate=-0\.1'),
+    ({'ds_stages': (3, 5)}, r'ds_stages=\(3, 5\); pick distinct stages'),
+    ({'head': 'mlp'}, r"MFER head='mlp'.*'msc', 'single', 'linear'"),
   ],
 )
 def test_bad_fields(fields, message):

@@ -117,6 +117,23 @@ def test_mfer_report(mfer_models):
   )
 
 
+def test_ablated_model_leaves_its_modules_unused(mfer_models):
+  """An MFER checkpoint into a model without stage-3 DS attention and Msc."""
+  state_dict = _numpy(mfer_models['default'])
+  variables, report = mfer_weights.convert(
+    state_dict, num_classes=7, ds_stages=(4,), head='linear', **TINY
+  )
+  ablated = {k for k in state_dict if k.startswith(('stages.2.2.', 'msc.'))}
+  assert len(ablated) == 10 + 12  # DS attention's 5 layers, 3 heads' 6.
+  assert set(report.unused) == ablated
+  assert report.initialised == ('dsf_centers', 'head')
+  assert 'stages_2_2' not in variables['params']
+  np.testing.assert_array_equal(
+    variables['params']['stages_3_1']['attn']['kernel'],
+    state_dict['stages.3.1.attn.weight'].transpose(2, 3, 1, 0),
+  )
+
+
 def test_heads_of_another_size_are_reinitialised(mfer_models):
   state_dict = _numpy(mfer_models['default'])
   variables, report = mfer_weights.convert(state_dict, num_classes=5, **TINY)

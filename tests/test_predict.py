@@ -3,6 +3,7 @@
 import copy
 import io
 import json
+import shutil
 import struct
 import sys
 import types
@@ -25,17 +26,20 @@ from ferjax import models
 from ferjax import predict
 from ferjax import train
 from ferjax.data import augment
+from ferjax.faces import crops
+from ferjax.faces import detect
+from ferjax.faces import mtcnn
 from ferjax.predict import __main__ as predict_cli
-from ferjax.predict import detect
 from ferjax.predict import predictor as predictor_lib
+from ferjax.predict import rows
 from ferjax.weights import saved
 from tfds_builders.synthetic_fer import render
 
 NAMES = list(labels.class_names(7))
-COLUMNS = ['input', 'frame', 'face', 'x', 'y', 'w', 'h', *NAMES]
-COLUMNS += ['label', 'error']
-# Rendered test faces that Haar finds once, at 112 to 224 px, pasted on
-# `_background` (tests/test_detect.py measures the detection rate).
+COLUMNS = ['input', 'frame', 'face', 'x', 'y', 'w', 'h', 'score']
+COLUMNS += [*rows.POINTS, *NAMES, 'label', 'error']
+# Rendered test faces, pasted on `_background` (MTCNN finds 39 of 40, Haar
+# 32, tests/test_detect.py).
 FACES = (1, 2, 4, 6)
 
 
@@ -101,9 +105,18 @@ def _scene(index: int, size: int = 224) -> tuple[np.ndarray, tuple]:
   return image, (left + size / 2, top + size / 2)
 
 
-def _crop_of(row, image, margin, cfg) -> np.ndarray:
-  face = detect.Face(row.x, row.y, row.w, row.h)
-  return augment.eval_transform(detect.align(image, face, margin), cfg)
+def _face_of(row) -> detect.Face:
+  """The detected face a table row describes."""
+  values = [getattr(row, n) for n in rows.POINTS]
+  marks = tuple(zip(values[0::2], values[1::2], strict=True))
+  return detect.Face(
+    row.x, row.y, row.w, row.h, row.score, marks[0], marks[1], marks
+  )
+
+
+def _crop_of(row, image, style, cfg) -> np.ndarray:
+  crop = crops.crop(image, _face_of(row), style)
+  return augment.eval_transform(crop, cfg)
 
 
 def _save(path, image: np.ndarray) -> str:
@@ -144,7 +157,7 @@ def _read_video(path) -> list[np.ndarray]:
   return frames
 
 
-def test_haar_predictions_equal_the_model_on_eval_crops(
+def test_predictions_equal_the_model_on_eval_crops(
   predictor, reference, tmp_path
 ):
   config = reference[0]
@@ -152,18 +165,37 @@ def test_haar_predictions_equal_the_model_on_eval_crops(
   path = _save(tmp_path / 'scene.png', scenes[0][0])
   table = predictor.predict([path, *(image for image, _ in scenes[1:])])
   assert list(table.columns) == COLUMNS
-  assert predictor.margin == predict.DATASET_MARGINS['synthetic_fer']
+  assert predictor.crop == crops.STYLES['synthetic_fer']
+  assert isinstance(predictor.detector, mtcnn.MTCNN)
   assert table['error'].isna().all() and len(table) == len(FACES)
   assert list(table['input']) == [path, '<array 1>', '<array 2>', '<array 3>']
   assert table['frame'].isna().all() and list(table['face']) == [0] * 4
-  crops = []
+  want = []
   for row, (image, (cx, cy)) in zip(table.itertuples(), scenes, strict=True):
     assert abs(row.x + row.w / 2 - cx) < 30 and abs(row.y + row.h / 2 - cy) < 30
-    crops.append(_crop_of(row, image, predictor.margin, config.augment))
+    assert row.score > 0.9 and row.left_eye_x < row.right_eye_x
+    want.append(_crop_of(row, image, predictor.crop, config.augment))
   probs = table[NAMES].to_numpy()
-  np.testing.assert_allclose(probs, _expected(reference, crops), atol=1e-5)
+  np.testing.assert_allclose(probs, _expected(reference, want), atol=1e-5)
   np.testing.assert_allclose(probs.sum(1), 1.0, atol=1e-5)
   assert list(table['label']) == [NAMES[i] for i in probs.argmax(1)]
+
+
+def test_runs_from_before_crop_styles_predict_as_they_did(run_dir, tmp_path):
+  """A config.json without data.crop: Haar and the dataset's old margin."""
+  old = tmp_path / 'old_run'
+  shutil.copytree(run_dir, old)
+  config = json.loads((old / 'config.json').read_text())
+  del config['data']['crop']
+  (old / 'config.json').write_text(json.dumps(config))
+  p = predict.Predictor.from_workdir(str(old))
+  assert isinstance(p.detector, detect.HaarDetector)
+  assert p.crop == crops.CropStyle(
+    margin=predict.DATASET_MARGINS['synthetic_fer']
+  )
+  assert (
+    predict.Predictor.from_workdir(str(old), detector='mtcnn').margin == 0.3
+  )
 
 
 def test_precropped_faces_with_no_detector(predictor, reference):
@@ -179,9 +211,9 @@ def test_precropped_faces_with_no_detector(predictor, reference):
     96,
     96,
   ]
-  crops = [augment.eval_transform(f, config.augment) for f in faces]
+  inputs = [augment.eval_transform(f, config.augment) for f in faces]
   np.testing.assert_allclose(
-    table[NAMES].to_numpy(), _expected(reference, crops), atol=1e-5
+    table[NAMES].to_numpy(), _expected(reference, inputs), atol=1e-5
   )
 
 
@@ -283,7 +315,7 @@ def test_huge_images_are_detected_small_and_cropped_full_size(
   assert row.error is None and row.w > 224
   assert abs(row.x + row.w / 2 - 3 * cx) < 60
   assert abs(row.y + row.h / 2 - 3 * cy) < 60
-  crop = _crop_of(row, big, p.margin, reference[0].augment)
+  crop = _crop_of(row, big, p.crop, reference[0].augment)
   np.testing.assert_allclose(
     np.array([getattr(row, n) for n in NAMES]),
     _expected(reference, [crop])[0],
@@ -309,11 +341,11 @@ def test_video_gives_one_row_per_sampled_frame(predictor, reference, tmp_path):
   table = _without_detector(p).predict([path])
   assert list(table['frame']) == [0, 2, 4, 6] and table['error'].isna().all()
   config = reference[0]
-  crops = [
+  inputs = [
     augment.eval_transform(decoded[i], config.augment) for i in (0, 2, 4, 6)
   ]
   np.testing.assert_allclose(
-    table[NAMES].to_numpy(), _expected(reference, crops), atol=1e-5
+    table[NAMES].to_numpy(), _expected(reference, inputs), atol=1e-5
   )
 
 

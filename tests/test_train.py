@@ -151,11 +151,14 @@ def test_nan_stops_with_the_step_and_keeps_the_checkpoint(
   config.total_steps = 4
   workdir = str(tmp_path / 'run')
   train.train_and_evaluate(config, workdir)
+  saved_config = _json(workdir, 'config.json')
   config.total_steps = 12
   config.schedule.base_lr = 1e30
   config.schedule.warmup_epochs = 0.0
   with pytest.raises(train.NonFiniteLossError, match=r'at step (5|6|7|8)\b'):
     train.train_and_evaluate(config, workdir)
+  # config.json still describes the checkpoints, not the failed config.
+  assert _json(workdir, 'config.json') == saved_config
   ckpt = checkpointing.Checkpointer(workdir, every_steps=4, keep=3)
   assert ckpt.latest_step() == 4
   config.schedule.base_lr = 0.1

@@ -94,7 +94,8 @@ def read_clip_list(
       `parse_line` rejects or of a clip listed twice, or if the list holds
       no clip.
   """
-  text = pathlib.Path(list_file).read_text(encoding='utf-8-sig')
+  with manual_data.open_text(list_file) as f:
+    text = f.read()
   lines = [(n, x) for n, x in enumerate(text.splitlines(), 1) if x.strip()]
   if lines and is_header(lines[0][1]):
     lines = lines[1:]

@@ -11,18 +11,29 @@ and `tfds_builders.clip_folders` (a folder of frames per video clip).
 """
 
 import collections.abc
+import contextlib
 import dataclasses
+import io
 import logging
 import os
 import pathlib
+import warnings
 
 import cv2
 import numpy as np
 import tensorflow_datasets as tfds
+from PIL import Image
 
 PathLike = str | os.PathLike
 # How many missing or skipped files an error or log line lists by name.
 _SHOWN = 10
+# The most pixels an image of a release may have. Face datasets ship at
+# most a few megapixels; more is a damaged or foreign file (or a
+# decompression bomb), refused from its header before it is decoded.
+MAX_PIXELS = 64_000_000
+# File endings and the format their content must be in (others: any).
+_FORMATS = {'.jpg': 'JPEG', '.jpeg': 'JPEG', '.png': 'PNG'}
+_REPLACE = 'Replace it with the file from the release.'
 
 
 class ManualDataError(ValueError):
@@ -93,10 +104,64 @@ def check_files_exist(
     )
 
 
+@contextlib.contextmanager
+def open_text(path: PathLike) -> collections.abc.Iterator[io.TextIOBase]:
+  """Opens a label or list file as UTF-8 text (a byte order mark is skipped;
+  newlines as in the file, for csv).
+
+  Raises:
+    ManualDataError: naming the file, where its bytes are not UTF-8 (then
+      it is not the file the release ships).
+  """
+  try:
+    with open(path, newline='', encoding='utf-8-sig') as f:
+      yield f
+  except UnicodeDecodeError as e:
+    raise ManualDataError(
+      f'{path}: not UTF-8 text ({e.reason}). {_REPLACE}'
+    ) from None
+
+
+def check_header(data: bytes, path: PathLike) -> None:
+  """Refuses an image from its header, before any pixel is decoded.
+
+  Raises:
+    ManualDataError: naming `path`, for more than `MAX_PIXELS` pixels or a
+      content format other than its file ending says (a PNG named .jpg).
+      A header PIL cannot read is left to the decoder.
+  """
+  try:
+    with warnings.catch_warnings():  # The pixel limit is checked here.
+      warnings.simplefilter('ignore', Image.DecompressionBombWarning)
+      with Image.open(io.BytesIO(data)) as im:
+        kind, (width, height) = im.format, im.size
+    kind = 'JPEG' if kind == 'MPO' else kind  # A camera JPEG with previews.
+  except Image.DecompressionBombError as e:  # Past PIL's own limit.
+    raise ManualDataError(
+      f'{path}: {e} It is refused before decoding. {_REPLACE}'
+    ) from None
+  except (OSError, SyntaxError, ValueError):
+    return
+  if width * height > MAX_PIXELS:
+    raise ManualDataError(
+      f'{path}: {width}x{height} pixels, more than a face image has '
+      f'({MAX_PIXELS:,}); refused before decoding. {_REPLACE}'
+    )
+  ending = pathlib.Path(os.fspath(path)).suffix.lower()
+  if _FORMATS.get(ending, kind) != kind:
+    raise ManualDataError(
+      f'{path}: a {kind} file named {ending}, not {_FORMATS[ending]}. '
+      f'{_REPLACE}'
+    )
+
+
 def decode_image(
   data: bytes, path: PathLike, channels: collections.abc.Container[int]
 ) -> np.ndarray:
   """Decodes image bytes, checking they are an image with allowed channels.
+
+  The header is checked first (`check_header`): no huge or misnamed image
+  is decoded.
 
   Args:
     data: the encoded file.
@@ -108,25 +173,21 @@ def decode_image(
     The decoded array as cv2 gives it (BGR for colour), [h, w] or [h, w, c].
 
   Raises:
-    ManualDataError: naming `path` if the bytes do not decode or have other
-      channels.
+    ManualDataError: naming `path` if the bytes are refused by
+      `check_header`, do not decode or have other channels.
   """
-  # cv2 raises on empty input rather than returning None.
-  img = (
-    cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
-    if data
-    else None
-  )
+  check_header(data, path)
+  try:  # cv2 raises on empty input and on sizes past its own limit.
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+  except cv2.error:
+    img = None
   got = 1 if img is not None and img.ndim == 2 else None
   if img is not None and img.ndim == 3:
     got = img.shape[2]
   if img is None or got not in channels:
     what = 'undecodable' if img is None else f'shape {img.shape}'
     want = ' or '.join(f'{c}-channel' for c in sorted(channels))
-    raise ManualDataError(
-      f'{path}: not a {want} image ({what}). Replace it with the file from '
-      'the release.'
-    )
+    raise ManualDataError(f'{path}: not a {want} image ({what}). {_REPLACE}')
   return img
 
 

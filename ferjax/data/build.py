@@ -109,8 +109,14 @@ def build_command(
   data_dir: PathLike | None = None,
   manual_dir: PathLike | None = None,
 ) -> str:
-  """The shell command that builds dataset `name` with these options."""
+  """The shell command that builds dataset `name` with these options.
+
+  A dataset built from a manual download without `manual_dir` gets
+  `--manual_dir RELEASE_DIR`, for the user to fill in.
+  """
   args = ['python', '-m', 'ferjax.data.build', name]
+  if manual_dir is None and needs_manual_dir(name):
+    manual_dir = 'RELEASE_DIR'  # Only the user knows; the README says.
   for flag, value in (
     ('--config', config),
     ('--data_dir', data_dir),
@@ -140,12 +146,43 @@ def build(
     The prepared builder (`.data_dir`, `.info.splits`, `.as_data_source()`).
   """
   b = builder(name, config, data_dir)
+  if not b.is_prepared():
+    check_manual_dir(b, manual_dir)
   b.download_and_prepare(
     download_config=tfds.download.DownloadConfig(
       manual_dir=None if manual_dir is None else os.fspath(manual_dir)
     )
   )
   return b
+
+
+def needs_manual_dir(name: str) -> bool:
+  """Whether dataset `name` is built from a release downloaded by hand."""
+  return bool(builder_class(name).MANUAL_DOWNLOAD_INSTRUCTIONS)
+
+
+def check_manual_dir(
+  b: tfds.core.DatasetBuilder, manual_dir: PathLike | None
+) -> None:
+  """Refuses a missing or empty --manual_dir before TFDS asserts on it.
+
+  Raises:
+    manual_data.ManualDataError: naming the folder, with the builder's
+      download instructions on the same line.
+  """
+  if not b.MANUAL_DOWNLOAD_INSTRUCTIONS:
+    return
+  given = manual_dir is not None
+  path = pathlib.Path(manual_dir or b.data_dir_root / 'downloads' / 'manual')
+  if path.is_dir() and any(path.iterdir()):
+    return
+  state = 'is empty' if path.is_dir() else 'does not exist'
+  where = f'--manual_dir={path}' if given else f'{path} (no --manual_dir)'
+  how = ' '.join(b.MANUAL_DOWNLOAD_INSTRUCTIONS.split())  # On one line.
+  raise manual_data.ManualDataError(
+    f'{where} {state}: {b.name} is built from its release, downloaded by '
+    f'hand. {how}'
+  )
 
 
 def _define(fv: flags.FlagValues) -> None:

@@ -36,6 +36,11 @@ class DatasetSpec:
     soft_target: a float feature of per-class probabilities that a config
       may train on instead of the integer label, by builder config.
     sampling: the default of `config.data.sampling` (see `SAMPLINGS`).
+    crop: how its images frame a face: a crop style of
+      `ferjax.faces.crops.STYLES`, which `set_dataset` records as
+      `config.data.crop` and the predictor cuts detected faces with.
+    config_crops: builder configs whose images are framed otherwise (e.g.
+      CAER-S's 'aligned' config) -> their crop style.
   """
 
   configs: Mapping[str | None, int]
@@ -46,10 +51,16 @@ class DatasetSpec:
   channels: int = 3
   soft_target: Mapping[str, str] = dataclasses.field(default_factory=dict)
   sampling: str = 'uniform'
+  crop: str = 'box'
+  config_crops: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
   @property
   def default_config(self) -> str | None:
     return next(iter(self.configs))
+
+  def crop_for(self, builder_config: str | None) -> str:
+    """The crop style of the images of `builder_config`."""
+    return self.config_crops.get(builder_config, self.crop)
 
 
 # DFEW's five official folds, with frames as shipped, then at 112 px.
@@ -64,15 +75,26 @@ SPECS: dict[str, DatasetSpec] = {
     configs={'112': 7, '64': 7, 'smoke': 7, 'clip': 7, 'clip_smoke': 7},
     splits=('train', 'test'),
     input_size=112,
+    crop='synthetic_fer',
   ),
-  'rafdb': DatasetSpec(configs={None: 7}, splits=('train', 'test')),
+  'rafdb': DatasetSpec(
+    configs={None: 7}, splits=('train', 'test'), crop='rafdb'
+  ),
   # `test` is AffectNet's official validation set, which papers report on.
   # Its training set is heavily skewed (happiness ~47 %, contempt ~1 %), so
   # most recipes (DAN, POSTER++, DDAMFN) sample it class-balanced.
+  # The '_aligned' configs store MTCNN-aligned 'rafdb'-style crops.
   'affectnet': DatasetSpec(
-    configs={'7class': 7, '8class': 8},
+    configs={
+      '7class': 7,
+      '8class': 8,
+      '7class_aligned': 7,
+      '8class_aligned': 8,
+    },
     splits=('train', 'test'),
     sampling='class_balanced',
+    crop='affectnet',
+    config_crops={'7class_aligned': 'rafdb', '8class_aligned': 'rafdb'},
   ),
   # FERPlus: PublicTest is `validation`, PrivateTest `test` (the reported
   # one). The probability config adds the vote distribution as a target.
@@ -82,12 +104,22 @@ SPECS: dict[str, DatasetSpec] = {
     input_size=112,
     channels=1,
     soft_target={'probability': 'label_distribution'},
+    crop='ferplus',
   ),
   # SFEW 2.0's Test labels are not public: papers report on Val.
   'sfew': DatasetSpec(
-    configs={None: 7}, splits=('train', 'validation'), eval_split='validation'
+    configs={None: 7},
+    splits=('train', 'validation'),
+    eval_split='validation',
+    crop='sfew',
   ),
-  'caer_s': DatasetSpec(configs={None: 7}, splits=('train', 'test')),
+  # Whole frames; the 'aligned' config stores MTCNN-aligned face crops.
+  'caer_s': DatasetSpec(
+    configs={'frames': 7, 'aligned': 7},
+    splits=('train', 'test'),
+    crop='caer_s',
+    config_crops={'aligned': 'rafdb'},
+  ),
   # Video clips (`frames`). DFEW: one config per fold; papers report the
   # mean over the five. Video FER recipes (Former-DFER, IAL, M3DFEL) train
   # at 112 px.
@@ -95,11 +127,13 @@ SPECS: dict[str, DatasetSpec] = {
     configs=dict.fromkeys(_DFEW_CONFIGS, 7),
     splits=('train', 'test'),
     input_size=112,
+    crop='dfew',
   ),
   'ferv39k': DatasetSpec(
     configs={'default': 7, '112': 7},
     splits=('train', 'test'),
     input_size=112,
+    crop='ferv39k',
   ),
 }
 
@@ -148,6 +182,22 @@ def check_data_config(data: ml_collections.ConfigDict) -> None:
     _fail(data.name, 'soft_target', target, [None, *s.soft_target.values()])
   if data.get('sampling', 'uniform') not in SAMPLINGS:
     _fail(data.name, 'sampling', data.get('sampling'), list(SAMPLINGS))
+  _check_crop(data)
+
+
+def _check_crop(data: ml_collections.ConfigDict) -> None:
+  """A named crop style must exist (a typo would surface only when the
+  trained model predicts)."""
+  from ferjax.faces import crops
+
+  if data.get('crop') and data.crop not in crops.STYLES:
+    _fail(data.name, 'crop', data.crop, sorted(crops.STYLES))
+
+
+def dataset_crop(name: str, builder_config: str | None = None) -> str:
+  """The crop style of a dataset's images; 'box' for unknown datasets."""
+  s = SPECS.get(name)
+  return s.crop_for(builder_config or s.default_config) if s else 'box'
 
 
 # How training draws examples: each epoch once in a shuffled order, or
@@ -163,9 +213,9 @@ def set_dataset(
   """Points `config` at a dataset with its defaults.
 
   Sets `config.data.{name, config, num_classes, train_split, eval_split,
-  validation, sampling}` (validation: the eval split, as the papers choose
-  the best checkpoint) and `config.augment.size`; the caller overrides any
-  of them afterwards.
+  validation, sampling, crop}` (validation: the eval split, as the papers
+  choose the best checkpoint) and `config.augment.size`; the caller
+  overrides any of them afterwards.
 
   Args:
     config: a config made by `configs.common.base_config()`.
@@ -186,5 +236,6 @@ def set_dataset(
   config.data.eval_split = s.eval_split
   config.data.validation = s.eval_split
   config.data.sampling = s.sampling
+  config.data.crop = s.crop_for(builder_config)
   config.augment.size = s.input_size
   return config

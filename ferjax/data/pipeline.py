@@ -140,7 +140,7 @@ def data_source(cfg: ml_collections.ConfigDict, split: str, clip: bool = False):
   kwargs = dict(config=cfg.get('config'), data_dir=cfg.get('data_dir'))
   if cfg.get('auto_build', False):
     if jax.process_index() == 0 and not build_lib.is_built(cfg.name, **kwargs):
-      build_lib.build(cfg.name, **kwargs)
+      build_lib.build(cfg.name, manual_dir=cfg.get('manual_dir'), **kwargs)
     if jax.process_count() > 1:  # Everyone waits for process 0's build.
       multihost_utils.sync_global_devices(f'build {_tfds_name(cfg)}')
   require_built(cfg)
@@ -170,15 +170,22 @@ def require_built(cfg: ml_collections.ConfigDict) -> None:
     cfg: `config.data` (name, config, data_dir, manual_dir).
   """
   kwargs = dict(config=cfg.get('config'), data_dir=cfg.get('data_dir'))
-  if not build_lib.is_built(cfg.name, **kwargs):
-    raise DatasetNotBuiltError(
-      f'Dataset {_tfds_name(cfg)!r} is not built in '
-      f'{cfg.get("data_dir") or "the default TFDS data_dir"}. Build it '
-      'with:\n  '
-      + build_lib.build_command(
-        cfg.name, manual_dir=cfg.get('manual_dir'), **kwargs
-      )
-    )
+  if build_lib.is_built(cfg.name, **kwargs):
+    return
+  command = build_lib.build_command(
+    cfg.name, manual_dir=cfg.get('manual_dir'), **kwargs
+  )
+  release = (
+    f'\n(RELEASE_DIR: where you unpacked the release; '
+    f'tfds_builders/{cfg.name}/README.md says how to get it)'
+    if 'RELEASE_DIR' in command
+    else ''
+  )
+  raise DatasetNotBuiltError(
+    f'Dataset {_tfds_name(cfg)!r} is not built in '
+    f'{cfg.get("data_dir") or "the default TFDS data_dir"}. Build it '
+    f'with:\n  {command}{release}'
+  )
 
 
 def _decoded(cfg: ml_collections.ConfigDict, source, split: str, clip: bool):

@@ -35,7 +35,7 @@ attends to less. The joint map only selects keys; it is computed from the
 unmasked attention under `jax.lax.stop_gradient`, so no gradient flows
 through the choice.
 
-Each unknown of the paper is a field (defaults from papers.md §3(b)):
+Each unknown of the paper is a field (docs/design_notes.md weighs them):
 
 * `rho` 0.1: the fraction of keys dropped per query; ceil(rho * K), i.e.
   20 of 197 ViT tokens. Small, so that most of the context survives a drop

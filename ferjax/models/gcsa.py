@@ -9,9 +9,11 @@ Only GCSA's abstract is public: a squeeze and excitation-global convolution
 attention that rescales the channels of a residual network's feature maps,
 trained with a cross entropy-auxiliary-intensity aware (CAI) loss. IAL's
 code has exactly those pieces but the squeeze and excitation, so
-`attention='gca'` is IAL's model and `attention='gcsa'` (default) adds the
-SE branch (`ferjax.layers.gcsa_attention`, which documents both and the
-`fusion` rule). The loss is `ferjax.losses` 'cai'.
+`attention='gca'` is IAL's model, `attention='gcsa'` (default) adds the SE
+branch and `attention='se'` keeps the SE gate alone
+(`ferjax.layers.gcsa_attention`, which documents the gates, the `fusion`
+rule and why the fused gate starts at the GC gate's value). The loss is
+`ferjax.losses` 'cai'.
 
 Structure (shapes at IAL's 16 frames of 112 x 112, per frame):
 
@@ -54,25 +56,23 @@ size and count (`size_dependent_shapes`; a mismatch is a clear error).
 Inputs are [0, 1] frames without mean/std normalisation, as IAL. The
 auxiliary classifiers have num_classes outputs (IAL hard-codes its 7).
 
-Initialisation as IAL: convolutions Kaiming-normal (fan_out), BatchNorm 1
-and 0, Linear layers and LayerNorms PyTorch's defaults, position embeddings
-standard normal. BatchNorm follows PyTorch (momentum 0.1, eps 1e-5) over the
-B * T frames.
+Initialisation as IAL (convolutions Kaiming-normal fan_out, PyTorch's
+defaults elsewhere, position embeddings standard normal); BatchNorm as
+PyTorch's (momentum 0.1, eps 1e-5) over the B * T frames.
 
-Two fields change how the model is computed but not its variables:
-`depthwise_grad` picks the implementation of the global-conv layers `gc_0`
-(depthwise convs; 'auto': window products on CPU, where XLA's depthwise
-kernel gradient is a dense convolution, XLA's convolutions on GPU and TPU;
-`ferjax.layers.depthwise`), and `remat` rematerialises the residual blocks
-(`layer2_0`, `layer3_0`, `layer4_*`) and the transformer layers in the
-backward pass (more compute, much less activation memory).
+`depthwise_grad` (on CPU, XLA's depthwise kernel gradient is a dense
+convolution; `ferjax.layers.depthwise`) and `remat` change how the model is
+computed, not its variables.
 
 Parameters of the 7-class model at 16 x 112 x 112: 18,936,775 with
 `attention='gca'`, exactly the parameters of IAL's official model that take
 part in its forward pass (its state_dict holds 19,083,527: 146,752 more in
 `s_former.bias` and every block's `bias1`, `bias2`, `glb`, and the GCA
 layers of the 64-channel block, none of them used); 18,947,015 with the
-default `attention='gcsa'` (+ 2048 + 8192 in the SE layers).
+default `attention='gcsa'` (+ 2048 + 8192 in the SE layers); 18,936,775
+with `attention='se'` (the SE layers take the GC gate's place, at the same
+reduction 16); 18,942,919 with `attention_stages=(3,)` (layer2's gates
+gone) and 18,926,535 with `attention_stages=()`.
 """
 
 import functools
@@ -92,11 +92,13 @@ from ferjax.models.backbones import resnet
 
 Dtype = Any
 
-# Channels of the stem and of the four stages (IAL's, `width` 64); blocks
-# per stage.
+# Channels of the stem and of the four stages (IAL's: `width` 64); blocks.
 STEM_WIDTH = 64
 WIDTHS = (64, 128, 256, 256)
 STAGE_SIZES = (1, 1, 1, 3)
+# The stages (layer2, layer3) whose block has a global conv, an auxiliary
+# classifier and, by default, the channel gate, as in IAL.
+ATTENTION_STAGES = (2, 3)
 TRANSFORMER_FIELDS = ('depth', 'heads', 'dim_head', 'mlp_dim')
 
 position_init = nn.initializers.normal(stddev=1.0)  # torch.randn
@@ -118,8 +120,7 @@ class GCABlock(nn.Module):
     strides: stride of `conv1` and of the shortcut conv.
     num_frames: frames per clip, T.
     num_classes: outputs of the auxiliary classifier.
-    attention: 'gca' or 'gcsa' (`ferjax.layers.gcsa_attention`).
-    fusion: 'geometric' or 'mean', for 'gcsa'.
+    gate: the channel gate (`ferjax.layers.gcsa_attention.Gate`).
     dtype: compute dtype.
     depthwise_grad: implementation of the global conv `gc_0` ('auto',
       'native', 'custom'; `ferjax.layers.depthwise`).
@@ -129,8 +130,7 @@ class GCABlock(nn.Module):
   strides: int
   num_frames: int
   num_classes: int
-  attention: str = 'gcsa'
-  fusion: str = 'geometric'
+  gate: gcsa_attention.Gate = gcsa_attention.Gate()
   dtype: Dtype = jnp.float32
   depthwise_grad: str = 'auto'
 
@@ -150,8 +150,7 @@ class GCABlock(nn.Module):
       y,
       num_frames=self.num_frames,
       num_classes=self.num_classes,
-      attention=self.attention,
-      fusion=self.fusion,
+      gate=self.gate,
       dtype=dtype,
       caller=self,
       depthwise_grad=self.depthwise_grad,
@@ -233,9 +232,20 @@ class GCSA(nn.Module):
     num_classes: outputs of `fc_f` and of the auxiliary classifiers (IAL: 7).
     num_frames: frames per clip, T >= 2 (IAL: 16); `pos_embedding` has T
       rows, of which the T - 1 temporal tokens use the first T - 1.
-    attention: 'gcsa' (GCA + SE branch, default) or 'gca' (IAL).
-    fusion: how 'gcsa' combines the global-conv and SE gates, 'geometric'
-      (default) or 'mean' (`ferjax.layers.gcsa_attention`).
+    attention: the channel gate: 'gcsa' (GC and SE gates fused, default),
+      'gca' (IAL's GC gate) or 'se' (the SE gate alone); the global conv
+      and the auxiliary classifiers stay whatever the gate
+      (`ferjax.layers.gcsa_attention`).
+    attention_stages: the stages whose block applies the gate, within
+      (2, 3), IAL's (layer1 has none in IAL; layer4 runs on frame
+      differences); the others keep their global conv and auxiliary
+      classifier without a gate.
+    fusion: how 'gcsa' combines its gates: 'product' (default; starts at
+      the GC gate), 'geometric' or 'mean'.
+    se_reduction: the SE bottleneck is C // se_reduction (16, GCA's r).
+    se_scale: the SE gate is se_scale * sigmoid(...) (2, GCA's range).
+    se_zero_init: the SE branch's last layer starts at zero, so the SE gate
+      starts at se_scale / 2 (1 with the default scale).
     static_depth: layers of the static branch's `pos_transformer` (2).
     static_heads: its attention heads (4).
     static_dim_head: its head width (32).
@@ -255,15 +265,18 @@ class GCSA(nn.Module):
     pixel_mean: per-channel mean subtracted from the [0, 1] frames; None
       (the default, as IAL) subtracts nothing.
     pixel_std: per-channel std dividing the frames; None divides by nothing.
-    width: channels of the stem and layer1 (IAL: 64); layer2, layer3 and
-      layer4 have 2, 4 and 4 times as many. Narrower variants (width >= 8)
-      keep every module.
+    width: channels of the stem and layer1 (IAL: 64; layer2-4 have 2, 4
+      and 4 times as many); narrower variants (>= 8) keep every module.
   """
 
   num_classes: int = 7
   num_frames: int = 16
   attention: str = 'gcsa'
-  fusion: str = 'geometric'
+  attention_stages: tuple[int, ...] = ATTENTION_STAGES
+  fusion: str = 'product'
+  se_reduction: int = gcsa_attention.REDUCTION
+  se_scale: float = 2.0
+  se_zero_init: bool = True
   static_depth: int = 2
   static_heads: int = 4
   static_dim_head: int = 32
@@ -280,7 +293,20 @@ class GCSA(nn.Module):
   width: int = STEM_WIDTH
 
   def _check_fields(self) -> None:
-    gcsa_attention.check_fields(self.attention, self.fusion, owner='GCSA')
+    if self.attention not in gcsa_attention.ATTENTIONS:
+      raise ValueError(
+        f'GCSA attention={self.attention!r}; use one of '
+        f'{gcsa_attention.ATTENTIONS}.'
+      )
+    gcsa_attention.check_fields(self._gate(ATTENTION_STAGES[0]), owner='GCSA')
+    stages = tuple(self.attention_stages)
+    if len(set(stages)) != len(stages) or not set(stages) <= set(
+      ATTENTION_STAGES
+    ):
+      raise ValueError(
+        f'GCSA attention_stages={stages}; pick distinct stages among '
+        f'{ATTENTION_STAGES}, or () for none.'
+      )
     depthwise.check_grad(self.depthwise_grad, owner='GCSA')
     if self.width < 8:  # The channel attention needs 16 channels.
       raise ValueError(f'GCSA width={self.width} must be >= 8 (IAL: 64).')
@@ -294,6 +320,16 @@ class GCSA(nn.Module):
         value = getattr(self, f'{branch}_{field}')
         if value < 1:
           raise ValueError(f'GCSA {branch}_{field}={value} must be positive.')
+
+  def _gate(self, stage: int) -> gcsa_attention.Gate:
+    """The gate of stage `stage`'s block; 'none' outside attention_stages."""
+    return gcsa_attention.Gate(
+      attention=self.attention if stage in self.attention_stages else 'none',
+      fusion=self.fusion,
+      se_reduction=self.se_reduction,
+      se_scale=self.se_scale,
+      se_zero_init=self.se_zero_init,
+    )
 
   def _check_input(self, images: jax.Array) -> None:
     if images.ndim != 5 or images.shape[-1] != 3:
@@ -409,17 +445,16 @@ class GCSA(nn.Module):
     )
     aux_logits = []
     gca_block = RematGCABlock if self.remat else GCABlock
-    for stage in (1, 2):
+    for stage in ATTENTION_STAGES:
       x, aux = gca_block(
-        widths(self.width)[stage],
+        widths(self.width)[stage - 1],
         strides=2,
         num_frames=frames,
         num_classes=self.num_classes,
-        attention=self.attention,
-        fusion=self.fusion,
+        gate=self._gate(stage),
         dtype=dtype,
         depthwise_grad=self.depthwise_grad,
-        name=f'layer{stage + 1}_0',
+        name=f'layer{stage}_0',
       )(x, train)
       aux_logits.append(aux)
 
@@ -440,10 +475,10 @@ class GCSA(nn.Module):
 
 def attention_maps(model, outputs, intermediates) -> dict:
   """'channels_layer2', 'channels_layer3': the channel gates of each clip
-  over time, (B, T, C), min-max scaled per clip."""
+  over time, (B, T, C), min-max scaled per clip (stages with a gate)."""
   del outputs
   maps = {}
-  for stage in ('layer2', 'layer3'):
+  for stage in (f'layer{i}' for i in model.attention_stages):
     gates = sown.sown(intermediates, f'{stage}_0', 'channel_weights')
     maps[f'channels_{stage}'] = sown.rescale(
       gates.reshape(-1, model.num_frames, gates.shape[-1])

@@ -1,14 +1,15 @@
 """JADFER: spatial-contextual interaction with Joint Attention Dropping.
 
-JADFER (Gao et al., IEEE TAFFC 16(2), 2024) has no public code and no public
-numbers beyond its abstract: a spatial branch (SB) runs N paths in parallel,
+JADFER (Gao et al., IEEE TAFFC 16(2), 2024) has no public code and no
+public numbers; its abstract is all that is known: a spatial branch (SB) runs N paths in parallel,
 guided by a Variety loss to different discriminative regions; a contextual
 branch (CB) abstracts contextual representations with self attention with
 Joint Attention Dropping (JAD); the spatial-contextual interaction (SCI)
 uses SB's spatial features as queries over CB's representations through
 cross attention with JAD. Every part below is the most defensible reading of
-that text given JADFER's predecessors (references in papers.md §3), and
-every unknown is a field:
+that text given JADFER's predecessors (DAN, TransFER, DropKey, TransFG;
+docs/design_notes.md gives the evidence and the alternatives), and every
+unknown is a field:
 
 * Backbone: IR-50 (face.evoLVe, MS-Celeb-1M) on 112 px, its first three
   stages giving a 14x14x256 map, as TransFER, APViT and POSTER, JADFER's
@@ -18,8 +19,11 @@ every unknown is a field:
   convs back to C (each + BN) summed, ReLU, summed over channels into one
   HxW map that rescales the input — then DAN's ChannelAttention on the
   pooled vector (Linear C -> C/16, BN, ReLU, Linear, sigmoid, rescale). Each
-  path yields its map and a C-d embedding; the Variety loss keeps them apart
-  (`ferjax.losses.variety_loss`, computed by the 'jadfer' loss).
+  path yields its map and a C-d embedding. As in DAN, the N embeddings go
+  through a log-softmax over the paths (`path_log_softmax`, when N > 1) and
+  that one tensor feeds both the SCI and the Variety loss that keeps the
+  paths apart (`ferjax.losses.variety_loss`, computed by the 'jadfer'
+  loss); with `path_log_softmax=False` both read the raw embeddings.
 * CB: the 196 map positions as tokens, projected to `width`, a class token,
   learned position embeddings, then `depth` pre-norm transformer blocks
   whose self attention is `ferjax.layers.jad_attention.JADAttention`
@@ -33,20 +37,30 @@ every unknown is a field:
   'concat'`, default: keeps every path's evidence) or averaged ('mean'),
   LayerNorm, then a linear classifier.
 
+The paper's modules are switched off by their sizes (docs/reproduce.md):
+`num_paths=0` removes SB, and with it SCI, whose queries are SB's paths
+(so `sci_depth=0` too); `depth=0` removes CB's encoder and class token, and
+SCI then queries the embedded backbone tokens directly; `sci_depth=0`
+removes SCI, and the fusion takes the projected path embeddings (`sci_embed`)
+with CB's class token; `drop_prob=0` switches JAD off (plain attention).
+
 Parameter count of the default 7-class model: 73,483,143 (IR-50 stages 1-3
 17,611,968; SB 2,141,888; CB 47,592,192; SCI 6,102,528; fusion and head
-34,567), asserted in tests/test_jadfer.py.
+34,567); without SB (and SCI) 65,211,079, without CB 26,233,479 (the
+token embedding, positions and norm stay for SCI), without SCI 67,577,991;
+all asserted in tests/test_jadfer.py.
 
 `remat` rematerialises the IR-50 units and the CB and SCI blocks in the
 backward pass (`nn.remat`): about 30% more compute for much less activation
 memory, with the same variables.
 
 Outputs (float32): 'logits' (B, classes); 'features' (B, F) the fused
-vector before the head; 'sb_maps' (B, N, H, W) and 'sb_embeddings' (B, N, C)
-for the Variety loss. Dropping (JAD's per-sample draws and the encoder's
+vector before the head; 'sb_maps' (B, N, H, W) and 'sb_embeddings' (B, N, C),
+the tensor SCI and the Variety loss read. Dropping (JAD's per-sample draws and the encoder's
 dropout) uses the 'dropout' rng stream in training only.
 """
 
+import dataclasses
 from typing import Any
 
 import jax
@@ -160,45 +174,45 @@ class JADBlock(nn.Module):
 RematJADBlock = nn.remat(JADBlock, static_argnums=(4,))
 
 
-class JADFER(nn.Module):
-  """JADFER; the module docstring gives the design and its sources.
+class Interaction(nn.Module):
+  """JADFER after its backbone: SB, CB, SCI, fusion and classifier.
+
+  `JADFER` runs it on the IR-50 map, in its own scope (the parameters sit
+  at JADFER's top level); on its own it classifies any (B, H, W, C) map,
+  which is how the tests exercise the ablations without an IR-50.
 
   Attributes:
     num_classes: expression classes.
-    num_layers: IR backbone depth (50).
-    backbone_mode: 'ir' or 'ir_se'.
-    num_paths: SB paths N (4, DAN).
+    num_paths: SB paths N (4, DAN); 0 removes SB (and needs sci_depth=0).
     path_hidden_ratio: SB 1x1 conv reduction (2, DAN).
     channel_attention: DAN's channel attention in each path.
+    path_log_softmax: the paths' embeddings go through a log-softmax over
+      the paths (when N > 1) before they feed SCI and the Variety loss, as
+      DAN's heads feed its classifier and partition loss.
     width: CB/SCI token width (768, TransFER).
-    depth: CB encoder blocks (8, TransFER).
-    sci_depth: SCI cross-attention blocks (1).
+    depth: CB encoder blocks (8, TransFER); 0 removes CB.
+    sci_depth: SCI cross-attention blocks (1); 0 removes SCI.
     num_heads: attention heads (8, TransFER).
     mlp_ratio: MLP hidden width / token width (3, TransFER).
     qkv_bias: bias in q, k, v (False, TransFER).
     rho: JAD's dropped fraction of keys per query (0.1).
-    drop_prob: JAD's per-sample drop probability in training (0.5).
+    drop_prob: JAD's per-sample drop probability in training (0.5); 0
+      switches JAD off.
     joint: JAD's joint map, 'mean' over heads or 'rollout' across layers.
     mask_at: JAD masks 'logits' (DropKey) or 'weights'.
     dropout: dropout after attention and MLP in the blocks (0, TransFER).
     fusion: 'concat' or 'mean' of the SCI outputs and CB's class token.
-    remat: rematerialise the backbone's units and the CB/SCI blocks in the
-      backward pass (about 30% more compute, much less activation memory);
-      same variables.
+    remat: rematerialise the CB/SCI blocks (and JADFER's backbone units)
+      in the backward pass (about 30% more compute, much less activation
+      memory); same variables.
     dtype: compute dtype; parameters and outputs stay float32.
-    pixel_mean: input normalisation (face.evoLVe's 0.5).
-    pixel_std: input normalisation (face.evoLVe's 0.5).
-    trunk_width: the IR trunk's first-stage channels (64); narrower for
-      reduced variants only (the IR-50 checkpoint is 64).
-    trunk_units: the IR trunk's units per stage; None: IR-`num_layers`'s.
   """
 
   num_classes: int = 7
-  num_layers: int = 50
-  backbone_mode: str = 'ir'
   num_paths: int = 4
   path_hidden_ratio: int = 2
   channel_attention: bool = True
+  path_log_softmax: bool = True
   width: int = 768
   depth: int = 8
   sci_depth: int = 1
@@ -213,10 +227,6 @@ class JADFER(nn.Module):
   fusion: str = 'concat'
   remat: bool = False
   dtype: Dtype = jnp.float32
-  pixel_mean: tuple[float, ...] | None = irse.PIXEL_MEAN
-  pixel_std: tuple[float, ...] | None = irse.PIXEL_STD
-  trunk_width: int = 64
-  trunk_units: tuple[int, ...] | None = None
 
   def _check(self) -> None:
     jad_attention.check_fields(
@@ -224,10 +234,16 @@ class JADFER(nn.Module):
     )
     if self.fusion not in FUSIONS:
       raise ValueError(f'JADFER fusion={self.fusion!r}; use one of {FUSIONS}.')
-    if self.num_paths < 1 or self.depth < 1 or self.sci_depth < 1:
+    sizes = (self.num_paths, self.depth, self.sci_depth)
+    if min(sizes) < 0 or not (self.num_paths or self.depth):
       raise ValueError(
-        f'JADFER needs num_paths, depth and sci_depth >= 1; got '
-        f'{self.num_paths}, {self.depth}, {self.sci_depth}.'
+        f'JADFER num_paths, depth, sci_depth = {sizes}: each must be >= 0 '
+        '(0 removes SB, CB, SCI), and SB or CB must stay.'
+      )
+    if self.sci_depth and not self.num_paths:
+      raise ValueError(
+        f'JADFER sci_depth={self.sci_depth} with num_paths=0: SCI queries '
+        "with SB's paths; set sci_depth=0 too to remove SB."
       )
     if self.width % self.num_heads:
       raise ValueError(
@@ -247,27 +263,14 @@ class JADFER(nn.Module):
     block = RematJADBlock if self.remat else JADBlock
     return block(attention, self.mlp_ratio, self.dropout, self.dtype, name=name)
 
-  @nn.compact
-  def __call__(
-    self, images: jax.Array, train: bool = False
-  ) -> dict[str, jax.Array]:
-    """Classifies (B, H, W, 3) images in [0, 1] (112 px as designed)."""
-    self._check()
-    fmap = irse.IRTrunk(
-      num_layers=self.num_layers,
-      mode=self.backbone_mode,
-      stages=3,
-      dtype=self.dtype,
-      pixel_mean=self.pixel_mean,
-      pixel_std=self.pixel_std,
-      remat=self.remat,
-      width=self.trunk_width,
-      units=self.trunk_units,
-      name='backbone',
-    )(images, train)
-    x = fmap.astype(self.dtype)
-
-    # SB: N parallel paths, each a map and an embedding.
+  def _spatial(self, x: jax.Array, train: bool):
+    """SB: N parallel paths -> maps (B, N, H, W), embeddings (B, N, C)."""
+    batch, height, width, channels = x.shape
+    if not self.num_paths:
+      return (
+        jnp.zeros((batch, 0, height, width), jnp.float32),
+        jnp.zeros((batch, 0, channels), jnp.float32),
+      )
     paths = [
       SpatialPath(
         self.path_hidden_ratio,
@@ -277,16 +280,21 @@ class JADFER(nn.Module):
       )(x, train)
       for i in range(self.num_paths)
     ]
-    sb_maps = jnp.stack([m for m, _ in paths], axis=1)
-    sb_embeddings = jnp.stack([e for _, e in paths], axis=1)
+    embeddings = jnp.stack([e for _, e in paths], axis=1)
+    if self.path_log_softmax and self.num_paths > 1:
+      embeddings = jax.nn.log_softmax(embeddings, axis=1)
+    return jnp.stack([m for m, _ in paths], axis=1), embeddings
 
-    # CB: tokens, class token and positions, then JAD self attention.
+  def _contextual(self, x: jax.Array, train: bool):
+    """CB: tokens (with a class token first when depth > 0), JAD self
+    attention, LayerNorm; returns them and the last joint map."""
     batch, height, width, channels = x.shape
     tokens = nn.Dense(self.width, kernel_init=_dense_init, name='cb_embed')(
       x.reshape(batch, height * width, channels)
     )
-    cls = self.param('cb_cls', _dense_init, (1, 1, self.width))
-    tokens = jnp.concatenate([jnp.tile(cls, (batch, 1, 1)), tokens], axis=1)
+    if self.depth:
+      cls = self.param('cb_cls', _dense_init, (1, 1, self.width))
+      tokens = jnp.concatenate([jnp.tile(cls, (batch, 1, 1)), tokens], axis=1)
     pos = self.param('cb_pos', _dense_init, (1, tokens.shape[1], self.width))
     tokens = (tokens + pos).astype(self.dtype)
     joint = None
@@ -294,18 +302,38 @@ class JADFER(nn.Module):
       # Positional: `train` must be static under remat.
       tokens, joint = self._block(f'cb_block_{i}')(tokens, None, joint, train)
     tokens = nn.LayerNorm(LN_EPS, dtype=self.dtype, name='cb_norm')(tokens)
+    return tokens, joint
 
-    # SCI: path embeddings query CB's tokens.
-    queries = nn.Dense(self.width, kernel_init=_dense_init, name='sci_embed')(
-      sb_embeddings
-    ).astype(self.dtype)
-    for i in range(self.sci_depth):
-      queries, _ = self._block(f'sci_block_{i}')(queries, tokens, joint, train)
+  @nn.compact
+  def __call__(self, x: jax.Array, train: bool = False) -> dict[str, jax.Array]:
+    """Classifies (B, H, W, C) feature maps.
+
+    Returns float32 'logits' (B, classes), 'features' (B, F), 'sb_maps'
+    (B, N, H, W) and 'sb_embeddings' (B, N, C), the tensor SCI and the
+    Variety loss read (N = 0 without SB).
+    """
+    self._check()
+    x = x.astype(self.dtype)
+    sb_maps, sb_embeddings = self._spatial(x, train)
+    parts = []
+    if self.depth or self.sci_depth:
+      tokens, joint = self._contextual(x, train)
+    if self.num_paths:
+      # SCI: the paths' embeddings query CB's tokens.
+      queries = nn.Dense(self.width, kernel_init=_dense_init, name='sci_embed')(
+        sb_embeddings
+      ).astype(self.dtype)
+      for i in range(self.sci_depth):
+        block = self._block(f'sci_block_{i}')
+        queries, _ = block(queries, tokens, joint, train)
+      parts.append(queries)
+    if self.depth:
+      parts.append(tokens[:, :1])  # CB's class token.
 
     # Fusion and classifier.
-    parts = jnp.concatenate([queries, tokens[:, :1]], axis=1)
+    parts = jnp.concatenate(parts, axis=1)
     if self.fusion == 'concat':
-      fused = parts.reshape(batch, -1)
+      fused = parts.reshape(parts.shape[0], -1)
     else:
       fused = parts.mean(1)
     fused = nn.LayerNorm(LN_EPS, name='fuse_norm')(fused.astype(jnp.float32))
@@ -320,6 +348,58 @@ class JADFER(nn.Module):
     }
 
 
+class JADFER(Interaction):
+  """JADFER: the IR backbone, then `Interaction`; the module docstring gives
+  the design and its sources.
+
+  Attributes (beyond `Interaction`'s):
+    num_layers: IR backbone depth (50).
+    backbone_mode: 'ir' or 'ir_se'.
+    pixel_mean: input normalisation (face.evoLVe's 0.5).
+    pixel_std: input normalisation (face.evoLVe's 0.5).
+    trunk_width: the IR trunk's first-stage channels (64); narrower for
+      reduced variants only (the IR-50 checkpoint is 64).
+    trunk_units: the IR trunk's units per stage; None: IR-`num_layers`'s.
+  """
+
+  num_layers: int = 50
+  backbone_mode: str = 'ir'
+  pixel_mean: tuple[float, ...] | None = irse.PIXEL_MEAN
+  pixel_std: tuple[float, ...] | None = irse.PIXEL_STD
+  trunk_width: int = 64
+  trunk_units: tuple[int, ...] | None = None
+
+  @nn.compact
+  def __call__(
+    self, images: jax.Array, train: bool = False
+  ) -> dict[str, jax.Array]:
+    """Classifies (B, H, W, 3) images in [0, 1] (112 px as designed); the
+    outputs are `Interaction`'s."""
+    self._check()
+    fmap = irse.IRTrunk(
+      num_layers=self.num_layers,
+      mode=self.backbone_mode,
+      stages=3,
+      dtype=self.dtype,
+      pixel_mean=self.pixel_mean,
+      pixel_std=self.pixel_std,
+      remat=self.remat,
+      width=self.trunk_width,
+      units=self.trunk_units,
+      name='backbone',
+    )(images, train)
+    fields = {f.name: getattr(self, f.name) for f in INTERACTION_FIELDS}
+    interaction = Interaction(**fields, name='interaction')
+    nn.share_scope(self, interaction)  # Its parameters at the top level.
+    return interaction(fmap, train)
+
+
+# Interaction's fields, which JADFER passes on.
+INTERACTION_FIELDS = tuple(
+  f for f in dataclasses.fields(Interaction) if f.name not in ('parent', 'name')
+)
+
+
 def attention_maps(model, outputs, intermediates) -> dict:
   """CB attention (class row, query mean, rollout), SCI rows and SB maps.
 
@@ -328,31 +408,32 @@ def attention_maps(model, outputs, intermediates) -> dict:
   queries); 'cb_rollout', the class token's row of the attention rollout
   over every CB layer; 'sci_path_i', where the SCI query of SB path i
   looks; 'sb_path_i', SB path i's spatial map. Each is min-max scaled per
-  example.
+  example. A model without CB, SCI or SB has none of that part's maps.
   """
   sb = np.asarray(outputs['sb_maps'], np.float32)
   batch, paths, height, width = sb.shape
+  first = 1 if model.depth else 0  # The class token's column, if any.
 
   def grid(rows):
-    rows = np.asarray(rows)[..., 1:].reshape(batch, height, width)
+    rows = np.asarray(rows)[..., first:].reshape(batch, height, width)
     return sown.rescale(rows)
 
   def head_mean(block):
     return sown.sown(intermediates, block, 'attention', 'attention').mean(1)
 
-  layers = [head_mean(f'cb_block_{i}') for i in range(model.depth)]
-  joint = None
-  for attention in layers:
-    joint = jad_attention.rollout(jnp.asarray(attention), joint, True)
-  last, sci = layers[-1], head_mean(f'sci_block_{model.sci_depth - 1}')
-  maps = {
-    'cb_cls': grid(last[:, 0]),
-    'cb_mean': grid(last[:, 1:].mean(axis=1)),
-    'cb_rollout': grid(joint[:, 0]),
-  }
-  for i in range(paths):
-    maps[f'sci_path_{i}'] = grid(sci[:, i])
-    maps[f'sb_path_{i}'] = sown.rescale(sb[:, i])
+  maps = {}
+  if model.depth:
+    layers = [head_mean(f'cb_block_{i}') for i in range(model.depth)]
+    joint = None
+    for attention in layers:
+      joint = jad_attention.rollout(jnp.asarray(attention), joint, True)
+    maps['cb_cls'] = grid(layers[-1][:, 0])
+    maps['cb_mean'] = grid(layers[-1][:, 1:].mean(axis=1))
+    maps['cb_rollout'] = grid(joint[:, 0])
+  if model.sci_depth:
+    sci = head_mean(f'sci_block_{model.sci_depth - 1}')
+    maps.update({f'sci_path_{i}': grid(sci[:, i]) for i in range(paths)})
+  maps.update({f'sb_path_{i}': sown.rescale(sb[:, i]) for i in range(paths)})
   return maps
 
 

@@ -17,7 +17,9 @@ Structure (shapes at 224 px):
 
 There is no dropout. The prediction is `beta * fc_1 + (1 - beta) * fc_2`
 with beta = 0.6 as in the official `main.py`; the matching loss is
-`ferjax.losses` 'manet'. Every submodule keeps the PyTorch attribute name, so
+`ferjax.losses` 'manet'. `branches='local'` or `'global'` builds one branch
+and its head alone (the paper's ablation of the two modules), whose logits
+are then the prediction and whose cross-entropy the loss. Every submodule keeps the PyTorch attribute name, so
 the official checkpoint converts key by key (`ferjax.weights` 'manet').
 
 The second cascade of `MulScaleBlock` has two historical forms with the same
@@ -49,6 +51,8 @@ from ferjax.models.backbones import resnet
 Dtype = Any
 
 DIRECTIONS = ('same', 'reverse')
+# The branches a model has: the paper's two, or one of them (its ablation).
+BRANCHES = ('both', 'local', 'global')
 
 
 class AttentionBlock(resnet.BasicBlock):
@@ -164,6 +168,10 @@ class MANet(nn.Module):
     beta: weight of the local head in the combined logits, in [0, 1].
     direction: order of the second cascade of every `MulScaleBlock`, 'same'
       (2021 code, default) or 'reverse' (2023 code and paper figure).
+    branches: 'both' (default), or 'local' / 'global' for a model with the
+      local-attention or the multi-scale branch alone (`beta` then
+      unused). Parameters with 7 classes: 50,547,214 for both, 42,996,231
+      local only, 8,234,055 global only.
     dtype: compute dtype of the convolutions and norms; parameters, pooled
       features and logits stay float32.
     pixel_mean: per-channel mean subtracted from the [0, 1] input; None (the
@@ -177,10 +185,67 @@ class MANet(nn.Module):
   num_classes: int = 7
   beta: float = 0.6
   direction: str = 'same'
+  branches: str = 'both'
   width: int = 64
   dtype: Dtype = jnp.float32
   pixel_mean: tuple[float, ...] | None = None
   pixel_std: tuple[float, ...] | None = None
+
+  def _local(self, x: jax.Array, train: bool) -> jax.Array:
+    """The local branch: four patches, each with unshared layers; logits."""
+    mid_h, mid_w = x.shape[1] // 2, x.shape[2] // 2
+    patches = (
+      x[:, :mid_h, :mid_w],
+      x[:, :mid_h, mid_w:],
+      x[:, mid_h:, :mid_w],
+      x[:, mid_h:, mid_w:],
+    )
+    outs = []
+    for i, patch in enumerate(patches, 1):
+      for name, features, strides in (
+        ('layer3', 4 * self.width, 2),
+        ('layer4', 8 * self.width, 1),
+      ):
+        patch = resnet.stage(
+          patch,
+          f'{name}_1_p{i}',
+          features=features,
+          num_blocks=2,
+          strides=strides,
+          train=train,
+          block=AttentionBlock,
+          dtype=self.dtype,
+        )
+      outs.append(patch)
+    local = jnp.concatenate(
+      [
+        jnp.concatenate(outs[:2], axis=2),
+        jnp.concatenate(outs[2:], axis=2),
+      ],
+      axis=1,
+    )
+    local = jnp.mean(local.astype(jnp.float32), axis=(1, 2))
+    return torch_nn.linear(local, self.num_classes, 'fc_1')
+
+  def _global(self, x: jax.Array, train: bool) -> jax.Array:
+    """The global branch: multi-scale blocks on the whole map; logits."""
+    for name, features in (
+      ('layer3_2', 4 * self.width),
+      ('layer4_2', 8 * self.width),
+    ):
+      x = resnet.stage(
+        x,
+        name,
+        features=features,
+        num_blocks=2,
+        strides=2,
+        train=train,
+        block=MulScaleBlock,
+        direction=self.direction,
+        dtype=self.dtype,
+      )
+    x = jnp.mean(x.astype(jnp.float32), axis=(1, 2))
+    return torch_nn.linear(x, self.num_classes, 'fc_2')
 
   @nn.compact
   def __call__(
@@ -200,7 +265,8 @@ class MANet(nn.Module):
 
     Returns:
       (B, num_classes) float32 arrays: 'logits' = beta * 'logits_local' +
-      (1 - beta) * 'logits_global'.
+      (1 - beta) * 'logits_global'; with one branch, its logits alone
+      ('logits' and 'logits_local' or 'logits_global').
 
     Raises:
       ValueError: a bad field, or an input size whose layer2 map has an odd
@@ -212,6 +278,10 @@ class MANet(nn.Module):
       )
     if not 0.0 <= self.beta <= 1.0:
       raise ValueError(f'MA-Net beta={self.beta} must lie in [0, 1].')
+    if self.branches not in BRANCHES:
+      raise ValueError(
+        f'MA-Net branches={self.branches!r}; use one of {BRANCHES}.'
+      )
     _check_input(images)
     if self.width < 4:  # layer3's CBAM needs 16 channels.
       raise ValueError(f'MA-Net width={self.width} must be >= 4 (MA-Net: 64).')
@@ -240,64 +310,19 @@ class MANet(nn.Module):
     )
     self.sow('intermediates', 'layer2', x)
 
-    # Local branch: four patches, each with unshared layers.
-    mid_h, mid_w = x.shape[1] // 2, x.shape[2] // 2
-    patches = (
-      x[:, :mid_h, :mid_w],
-      x[:, :mid_h, mid_w:],
-      x[:, mid_h:, :mid_w],
-      x[:, mid_h:, mid_w:],
-    )
-    outs = []
-    for i, patch in enumerate(patches, 1):
-      for name, features, strides in (
-        ('layer3', 4 * w, 2),
-        ('layer4', 8 * w, 1),
-      ):
-        patch = resnet.stage(
-          patch,
-          f'{name}_1_p{i}',
-          features=features,
-          num_blocks=2,
-          strides=strides,
-          train=train,
-          block=AttentionBlock,
-          dtype=dtype,
-        )
-      outs.append(patch)
-    local = jnp.concatenate(
-      [
-        jnp.concatenate(outs[:2], axis=2),
-        jnp.concatenate(outs[2:], axis=2),
-      ],
-      axis=1,
-    )
-    local = jnp.mean(local.astype(jnp.float32), axis=(1, 2))
-    logits_local = torch_nn.linear(local, self.num_classes, 'fc_1')
-
-    # Global branch: multi-scale blocks on the whole map.
-    g = x
-    for name, features in (('layer3_2', 4 * w), ('layer4_2', 8 * w)):
-      g = resnet.stage(
-        g,
-        name,
-        features=features,
-        num_blocks=2,
-        strides=2,
-        train=train,
-        block=MulScaleBlock,
-        direction=self.direction,
-        dtype=dtype,
+    outputs = {}
+    if self.branches != 'global':
+      outputs['logits_local'] = self._local(x, train)
+    if self.branches != 'local':
+      outputs['logits_global'] = self._global(x, train)
+    if self.branches == 'both':
+      logits = (
+        self.beta * outputs['logits_local']
+        + (1.0 - self.beta) * outputs['logits_global']
       )
-    g = jnp.mean(g.astype(jnp.float32), axis=(1, 2))
-    logits_global = torch_nn.linear(g, self.num_classes, 'fc_2')
-
-    logits = self.beta * logits_local + (1.0 - self.beta) * logits_global
-    return {
-      'logits': logits,
-      'logits_local': logits_local,
-      'logits_global': logits_global,
-    }
+    else:
+      (logits,) = outputs.values()
+    return {'logits': logits, **outputs}
 
 
 def attention_maps(model, outputs, intermediates) -> dict:
@@ -305,9 +330,12 @@ def attention_maps(model, outputs, intermediates) -> dict:
 
   'cbam_p1'..'cbam_p4': the sigmoid gates, kept as they are, of the
   patches top-left, top-right, bottom-left, bottom-right; 'cbam': the four
-  put back in their 2 x 2 places over the face.
+  put back in their 2 x 2 places over the face. A global-only model has
+  none.
   """
-  del model, outputs
+  del outputs
+  if model.branches == 'global':
+    return {}
 
   def gate(branch):
     block = f'layer4_1_p{branch}_1'

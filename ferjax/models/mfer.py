@@ -19,6 +19,10 @@ Structure (shapes at 224 px, ConvNeXt-B):
   is the sum of the three heads' logits (the paper's Fig. 1); each head has
   its own loss in `train.py`.
 
+Two fields ablate the paper's modules: `ds_stages` (which stages end with
+DS attention) and `head` ('single': one Msc-style head on the whole feature,
+i.e. Msc without its scales; 'linear': ConvNeXt's plain classifier).
+
 The model also owns the learnable class centres of the DSF loss, which was
 never released (the loss itself is in `ferjax.losses`): `dsf_centers` of
 shape (num_classes, D), initialised xavier-uniform with gain sqrt(2) as in
@@ -45,7 +49,12 @@ in the backward pass (about 30% more compute, much less activation memory).
 Parameters of the default 7-class model: 155,357,013 with the dense DS
 attention conv of the code (the count of the official PyTorch modules),
 91,206,997 with the depthwise one; the DSF centres add 7 * 1024 = 7,168
-(155,364,181 and 91,214,165 in all).
+(155,364,181 and 91,214,165 in all). The ablation switches remove exactly
+their layers (counts without the centres): DS attention at stage 3
+13,175,360 (`ds_stages=(4,)`: 142,181,653), at stage 4 52,696,192
+(`ds_stages=(3,)`: 102,660,821; `ds_stages=()`: 89,485,461); the Msc heads
+are 1,918,997, one 'single' head 1,056,775 (`head='single'`: 154,494,791)
+and a 'linear' one 7,175 (153,445,191).
 """
 
 from collections.abc import Sequence
@@ -64,6 +73,11 @@ from ferjax.models.backbones import convnext
 Dtype = Any
 
 NUM_HEADS = 3
+# The classifier on the pooled feature: the Msc heads (the paper's), one
+# Msc-style MLP head on the whole feature, or ConvNeXt's linear head.
+HEADS = ('msc', 'single', 'linear')
+# The stages (1-based, as the paper counts them) that end with DS attention.
+DS_STAGES = (3, 4)
 
 # L-GM's means and the centre-loss centres: xavier_uniform_(gain=sqrt(2)).
 centers_init = nn.initializers.variance_scaling(2.0, 'fan_avg', 'uniform')
@@ -107,6 +121,12 @@ class MFER(nn.Module):
       or 'paper' (conv -> LayerNorm -> GELU, Fig. 2).
     ds_residual: DS attention adds its input back (code) or not (Fig. 2).
     ds_kernel_size: side of the DS attention query conv (7).
+    ds_stages: the stages (1-based) that end with DS attention: (3, 4) as
+      the code and Fig. 1; (4,), (3,) or () ablate it per stage.
+    head: the classifier: 'msc' (the three Msc heads, summed), 'single'
+      (one Msc-style head, Dense(D, D) - GELU - Dense(D, classes), on the
+      whole feature: Msc without its multiple scales) or 'linear'
+      (ConvNeXt's own Dense(D, classes)).
     dsf_centers: create the DSF loss's learnable class centres.
     dtype: compute dtype of the trunk and the attention; parameters,
       features, logits and centres stay float32.
@@ -128,6 +148,8 @@ class MFER(nn.Module):
   ds_order: str = 'code'
   ds_residual: bool = True
   ds_kernel_size: int = 7
+  ds_stages: tuple[int, ...] = DS_STAGES
+  head: str = 'msc'
   dsf_centers: bool = True
   dtype: Dtype = jnp.float32
   pixel_mean: tuple[float, ...] | None = torch_nn.IMAGENET_MEAN
@@ -150,15 +172,24 @@ class MFER(nn.Module):
       owner='MFER',
       prefix='ds_',
     )
-    if self.dims[-1] % 4:
+    stages = tuple(self.ds_stages)
+    valid = tuple(range(1, len(self.depths) + 1))
+    if len(set(stages)) != len(stages) or not set(stages) <= set(valid):
+      raise ValueError(
+        f'MFER ds_stages={stages}; pick distinct stages among {valid} '
+        '(the paper: 3 and 4), or () for none.'
+      )
+    if self.head not in HEADS:
+      raise ValueError(f'MFER head={self.head!r}; use one of {HEADS}.')
+    if self.head == 'msc' and self.dims[-1] % 4:
       raise ValueError(
         f'MFER dims[-1]={self.dims[-1]} must be divisible by 4: the Msc heads '
         'read the first 2, 3 and 4 quarters of the feature.'
       )
 
   def _stage_end(self, i: int, x: jax.Array) -> jax.Array:
-    """DS attention after the last block of the last two stages."""
-    if i < len(self.depths) - 2:
+    """DS attention after the last block of the stages in `ds_stages`."""
+    if i + 1 not in self.ds_stages:
       return x
     return ds_attention.DSAttention(
       conv=self.ds_conv,
@@ -183,7 +214,8 @@ class MFER(nn.Module):
 
     Returns:
       float32 arrays: 'logits' (B, num_classes), the sum of the heads;
-      'head_logits' (3, B, num_classes), the Msc heads in order;
+      'head_logits' (H, B, num_classes), the heads in order (H = 3 for
+      'msc', 1 otherwise);
       'features' (B, dims[-1]), the normalised pooled feature; 'centers'
       (num_classes, dims[-1]), the DSF centres, when `dsf_centers`.
 
@@ -208,12 +240,7 @@ class MFER(nn.Module):
       remat=self.remat,
     )
     features = convnext.pooled_features(x)
-    head_logits = jnp.stack(
-      [
-        MscHead(self.num_classes, name=f'msc_{i}')(features[:, :width])
-        for i, width in enumerate(head_widths(features.shape[-1]))
-      ]
-    )
+    head_logits = classify(features, self.head, self.num_classes)
     outputs = {
       'logits': jnp.sum(head_logits, axis=0),
       'head_logits': head_logits,
@@ -226,18 +253,37 @@ class MFER(nn.Module):
     return outputs
 
 
+def classify(features: jax.Array, head: str, num_classes: int) -> jax.Array:
+  """(H, B, num_classes) logits of the classifier `head` on (B, D) features.
+
+  Call it inside an `nn.compact` method: the heads are created in the
+  calling module, 'msc_0'..'msc_2' (H = 3) or 'head' (H = 1).
+  """
+  if head == 'msc':
+    widths = head_widths(features.shape[-1])
+    return jnp.stack(
+      [
+        MscHead(num_classes, name=f'msc_{i}')(features[:, :width])
+        for i, width in enumerate(widths)
+      ]
+    )
+  if head == 'single':
+    return MscHead(num_classes, name='head')(features)[None]
+  return torch_nn.linear(features, num_classes, 'head')[None]
+
+
 def attention_maps(model, outputs, intermediates) -> dict:
-  """'ds_stage3', 'ds_stage4': the DS attention weights (a spatial softmax
-  per channel) averaged over the channels, min-max scaled per example."""
+  """'ds_stage3', 'ds_stage4' (those of `ds_stages`): the DS attention
+  weights (a spatial softmax per channel) averaged over the channels,
+  min-max scaled per example."""
   del outputs
-  last = len(model.depths)
   return {
-    f'ds_stage{i + 1}': sown.rescale(
+    f'ds_stage{i}': sown.rescale(
       sown.sown(
-        intermediates, f'stages_{i}_{model.depths[i]}', 'attention'
+        intermediates, f'stages_{i - 1}_{model.depths[i - 1]}', 'attention'
       ).mean(-1)
     )
-    for i in (last - 2, last - 1)
+    for i in model.ds_stages
   }
 
 

@@ -22,6 +22,7 @@ default input size for converted weights.
 import dataclasses
 import functools
 import importlib
+import numbers
 import os
 import pkgutil
 from collections.abc import Callable
@@ -47,11 +48,15 @@ class Checkpoint:
       errors recognise it).
     url: where to get it: an address, or where the link is published.
     description: what it holds, e.g. 'IR-50 trained on MS-Celeb-1M'.
+    crop: the face crop its training images had (a
+      `ferjax.faces.crops` style name, e.g. 'arcface_112'), which the
+      predictor uses for weights without a run config; None: unknown.
   """
 
   file: str
   url: str
   description: str
+  crop: str | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -96,8 +101,19 @@ class ModelSpec:
   description: str = ''
 
   def build(self, num_classes: int = 7, **fields: Any) -> Any:
-    """The unbound module with `num_classes` outputs and `fields`."""
+    """The unbound module with `num_classes` outputs and `fields`.
+
+    Raises:
+      ValueError: a field the module does not have, or a value of another
+        kind than its default (`width='abc'`), naming it.
+    """
+    self.check_fields(fields)
     return self.factory(num_classes=num_classes, **fields)
+
+  def check_fields(self, fields: Mapping[str, Any]) -> None:
+    """Raises ValueError naming a field the module does not have, or a
+    value of another kind than the field's default (see `check_fields`)."""
+    check_fields(self.name, self.module_class, fields)
 
   def normalization(self, **fields: Any) -> dict[str, Any]:
     """The input normalisation the model applies inside, for `fields`.
@@ -119,6 +135,57 @@ class ModelSpec:
     while isinstance(factory, functools.partial):
       factory = factory.func
     return factory
+
+
+def _fits(default: Any, value: Any) -> bool:
+  """Whether `value` is of the kind of a field whose default is `default`.
+
+  Only plain defaults say a kind; other fields (dtypes, None defaults), and
+  None for any field, are left to the module.
+  """
+  if value is None or isinstance(default, bool):
+    return value is None or isinstance(value, bool)
+  if isinstance(value, bool):
+    return not isinstance(default, int | float | str | tuple)
+  if isinstance(default, int):
+    return isinstance(value, numbers.Integral)
+  if isinstance(default, float):
+    return isinstance(value, numbers.Real)
+  if isinstance(default, str):
+    return isinstance(value, str)
+  if isinstance(default, tuple):
+    return isinstance(value, tuple | list)
+  return True
+
+
+_KINDS = {bool: 'a bool', int: 'an int', float: 'a number', str: 'a string'}
+
+
+def check_fields(model: str, module: type, fields: Mapping[str, Any]) -> None:
+  """Raises ValueError naming an unknown field or a value of another kind.
+
+  `--field bogus=1` or `width=abc` would otherwise fail deep inside Flax
+  or JAX with a message that names neither.
+  """
+  known = {
+    f.name: f.default
+    for f in dataclasses.fields(module)
+    if f.init and f.name not in ('parent', 'name')
+  }
+  unknown = sorted(set(fields) - set(known))
+  if unknown:
+    raise ValueError(
+      f'{model} has no field {", ".join(unknown)}; its fields: '
+      f'{", ".join(sorted(known))}.'
+    )
+  for name, value in fields.items():
+    default = known[name]
+    if default is not dataclasses.MISSING and not _fits(default, value):
+      kind = _KINDS.get(type(default), 'a tuple')
+      raise ValueError(
+        f'{model}: {name}={value!r} must be {kind}, like its default '
+        f'{default!r}.'
+      )
 
 
 _SPECS: dict[str, ModelSpec] = {}

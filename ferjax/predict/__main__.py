@@ -8,10 +8,12 @@ r"""python -m ferjax.predict: expressions in images, folders and videos.
 Writes the table of `ferjax.predict` as CSV (stdout by default) or JSON
 (records) and prints a one-line summary. Exit status: 0 if any face was
 predicted, 1 if nothing could be, 2 for usage errors (bad flags, no inputs,
-no such run or weights).
+no such run or weights, an --out that cannot be written or exists without
+--overwrite: all checked before anything is predicted).
 """
 
 import json
+import os
 import sys
 from collections.abc import Sequence
 
@@ -19,7 +21,9 @@ import pandas as pd
 from absl import flags
 
 from ferjax import cli
-from ferjax.predict import detect
+from ferjax import writers
+from ferjax.faces import crops
+from ferjax.faces import detect
 from ferjax.predict.predictor import Predictor
 
 
@@ -49,11 +53,22 @@ def _define(fv: flags.FlagValues) -> None:
     'results .csv or .json (default: CSV on stdout)',
     flag_values=fv,
   )
+  flags.DEFINE_bool(
+    'overwrite', False, 'replace an existing --out file', flag_values=fv
+  )
   flags.DEFINE_enum(
     'detector',
-    'haar',
-    detect.list_detectors(),
-    "face detector ('none': the inputs are face crops)",
+    'auto',
+    ('auto', *detect.list_detectors()),
+    "face detector ('auto': mtcnn, or none for models of whole frames; "
+    "'none': the inputs are face crops)",
+    flag_values=fv,
+  )
+  flags.DEFINE_enum(
+    'crop',
+    None,
+    sorted(crops.STYLES),
+    "how faces are cut out (default: the run's dataset's)",
     flag_values=fv,
   )
   flags.DEFINE_integer(
@@ -72,21 +87,43 @@ def _define(fv: flags.FlagValues) -> None:
 
 
 def _write(table: pd.DataFrame, out: str | None) -> None:
+  """Writes the table to stdout, or atomically to `out`."""
   if out is None:
     table.to_csv(sys.stdout, index=False)
   elif out.lower().endswith('.json'):  # Re-dumped: pandas escapes '/'.
     records = json.loads(table.to_json(orient='records'))
-    with open(out, 'w') as f:
-      json.dump(records, f, indent=2)
+    writers.write_json(out, records, fix=_OUT_FIX)
   else:
-    table.to_csv(out, index=False)
+    writers.write_text(out, table.to_csv(index=False), fix=_OUT_FIX)
+
+
+_OUT_FIX = 'pass another --out (the predictions are lost)'
+
+
+def _check_out(out: str, overwrite: bool) -> None:
+  """Refuses an --out that could not be written, before any prediction."""
+  if not out.lower().endswith(('.csv', '.json')):
+    raise cli.UsageError(f'--out={out}: use a .csv or .json file name')
+  if os.path.isdir(out):
+    raise cli.UsageError(f'--out={out} is a directory; name a file in it')
+  if os.path.lexists(out) and not overwrite:
+    raise cli.UsageError(
+      f'--out={out} exists; pass --overwrite to replace it, or another --out'
+    )
+  parent = os.path.dirname(os.path.abspath(out))
+  if not os.path.isdir(parent):
+    raise cli.UsageError(f'--out={out}: there is no directory {parent}')
+  try:
+    writers.check_writable(parent)
+  except OSError as e:
+    raise cli.UsageError(f'--out={out}: {parent} is not writable') from e
 
 
 def _predictor(fv: flags.FlagValues) -> Predictor:
   """The predictor the flags describe; what they name wrong is a usage
   error."""
-  if fv.out and not fv.out.lower().endswith(('.csv', '.json')):
-    raise cli.UsageError(f'--out={fv.out}: use a .csv or .json file name')
+  if fv.out:
+    _check_out(fv.out, fv.overwrite)
   if fv.weights and not fv.model:
     raise cli.UsageError('--weights needs --model (the registry name)')
   options = {
@@ -96,6 +133,8 @@ def _predictor(fv: flags.FlagValues) -> Predictor:
   }
   if fv.margin is not None:
     options['margin'] = fv.margin
+  if fv.crop is not None:
+    options['crop'] = fv.crop
   with cli.usage_errors(OSError, ValueError, TypeError, ImportError):
     if fv.workdir:
       return Predictor.from_workdir(fv.workdir, **options)

@@ -28,12 +28,17 @@ class Annotator:
     return path
 
   def draw(self, image: np.ndarray, records: list[dict]) -> np.ndarray:
-    """`viz.annotate` of the image with its predicted rows (BGR out)."""
+    """`viz.annotate` of the image with its predicted rows, and each face's
+    landmarks as dots (BGR out)."""
     from ferjax import viz  # matplotlib and drawing only when annotating.
 
     done = [r for r in records if r.get('probs') is not None]
-    drawn = viz.annotate(image, rows.table(done, self.names))
-    return cv2.cvtColor(np.asarray(drawn, np.uint8), cv2.COLOR_RGB2BGR)
+    drawn = np.array(
+      viz.annotate(image, rows.table(done, self.names)), np.uint8
+    )
+    for record in done:
+      draw_landmarks(drawn, record)
+    return cv2.cvtColor(drawn, cv2.COLOR_RGB2BGR)
 
   def image(self, out_name: str, image: np.ndarray, records: list[dict]):
     cv2.imwrite(self.path(out_name, '.png'), self.draw(image, records))
@@ -43,6 +48,27 @@ class Annotator:
     fourcc = cv2.VideoWriter_fourcc(*'MJPG')
     path = self.path(out_name, '.avi')
     return cv2.VideoWriter(path, fourcc, fps, (width, height))
+
+
+# Dot colours (RGB): eyes, nose, mouth corners.
+_DOTS = (
+  (0, 255, 255),
+  (0, 255, 255),
+  (255, 255, 0),
+  (255, 0, 255),
+  (255, 0, 255),
+)
+
+
+def draw_landmarks(image: np.ndarray, record: dict) -> None:
+  """Draws a row's five landmarks on the RGB `image`, in place."""
+  xs = [record[n] for n in rows.POINTS[0::2]]
+  ys = [record[n] for n in rows.POINTS[1::2]]
+  if any(v is None or np.isnan(v) for v in xs + ys):
+    return
+  radius = max(2, round((record['w'] or 0) / 40))
+  for x, y, colour in zip(xs, ys, _DOTS, strict=True):
+    cv2.circle(image, (round(x), round(y)), radius, colour, -1, cv2.LINE_AA)
 
 
 class VideoOut:

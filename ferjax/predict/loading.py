@@ -3,6 +3,16 @@
 Both read their variables with `ferjax.checkpointing` (`load_run`,
 `load_variables`, which `config.init_from` uses too), so every source that
 training accepts predicts the same way.
+
+Each also says how its training images framed faces (`Loaded.crop`, a
+`ferjax.faces.crops` style): a run's `config.data.crop` (None: its
+dataset's, `DatasetSpec.crop`); a run trained before that field existed
+keeps the margin crop it was predicted with then (`legacy_crop`);
+converted weights take the style their metadata records ('crop'), else the
+one of the checkpoint their model starts from (`Checkpoint.crop`: the
+face.evoLVe template for IR-50 models), else the margin crop. Older runs
+also keep the Haar detector their margins were measured with
+(`Loaded.detector`); the rest default to MTCNN.
 """
 
 import dataclasses
@@ -19,10 +29,14 @@ from ferjax import checkpointing
 from ferjax import models
 from ferjax import weights
 from ferjax.data import clips
+from ferjax.data import datasets
+from ferjax.faces import crops
+from ferjax.faces import detect
 from ferjax.weights import saved
 
-# Crop margins measured for datasets whose faces sit loosely in their images
-# (synthetic_fer: 1.6x the Haar box); others use detect.DEFAULT_MARGIN.
+# The margins runs trained before `config.data.crop` were predicted with:
+# synthetic_fer's images measure 1.6x their Haar box; others used
+# detect.DEFAULT_MARGIN.
 DATASET_MARGINS = {'synthetic_fer': 0.3}
 
 
@@ -36,7 +50,9 @@ class Loaded:
     num_classes: the classes it predicts.
     augment_config: the eval preprocessing fields (`config.augment`).
     clip_config: `config.clip` for clip models, else None.
-    margin: the crop margin of its dataset, where one is known, else None.
+    crop: how its training images framed faces.
+    detector: the detector 'auto' means for it: 'haar' for runs trained
+      before crop styles, else 'auto' (the predictor's choice).
   """
 
   model: Any
@@ -44,7 +60,29 @@ class Loaded:
   num_classes: int
   augment_config: Any
   clip_config: Any
-  margin: float | None = None
+  crop: crops.CropStyle = crops.STYLES['box']
+  detector: str = 'auto'
+
+
+def legacy_crop(dataset: str) -> crops.CropStyle:
+  """The square margin crop of runs trained before crop styles."""
+  margin = DATASET_MARGINS.get(dataset, detect.DEFAULT_MARGIN)
+  return dataclasses.replace(crops.STYLES['box'], margin=margin)
+
+
+def run_crop(data) -> crops.CropStyle:
+  """The crop style of a run's `config.data`."""
+  if 'crop' not in data:
+    return legacy_crop(data.name)
+  return crops.get_style(
+    data.crop or datasets.dataset_crop(data.name, data.get('config'))
+  )
+
+
+def weights_crop(spec, meta: dict) -> crops.CropStyle:
+  """The crop style of converted weights (see the module docstring)."""
+  known = [c.crop for c in spec.checkpoints if c.crop]
+  return crops.get_style(meta.get('crop') or (known or ['box'])[0])
 
 
 def from_workdir(workdir: str) -> Loaded:
@@ -56,7 +94,8 @@ def from_workdir(workdir: str) -> Loaded:
     num_classes=config.data.num_classes,
     augment_config=config.augment,
     clip_config=config.get('clip'),
-    margin=DATASET_MARGINS.get(config.data.name),
+    crop=run_crop(config.data),
+    detector='auto' if 'crop' in config.data else 'haar',
   )
 
 
@@ -123,6 +162,7 @@ def from_weights(
     num_classes=num_classes,
     augment_config={**(augment_config or {}), 'size': size},
     clip_config=clip,
+    crop=weights_crop(spec, meta),
   )
 
 

@@ -2,7 +2,7 @@
 
     items = media.expand_inputs(['photo.jpg', 'folder/', 'clip.mp4', array])
     image = media.read_image('photo.jpg', max_pixels=100_000_000)
-    fps, frames = media.read_video('clip.mp4', stride=2, max_pixels=None)
+    video = media.read_video('clip.mp4', stride=2, max_pixels=None)
 
 `expand_inputs` turns what `ferjax.predict.Predictor.predict` is given into
 `Item`s, in order: a directory becomes its image and video files
@@ -17,7 +17,9 @@ others.
 orientation a viewer shows, which face boxes refer to), with 16-bit images
 scaled to 8 bits and the first frame of an animation. `as_rgb` checks an
 array's shape, dtype and value range and converts it the same way.
-`read_video` samples every `stride`-th frame with OpenCV, as RGB.
+`read_video` samples every `stride`-th frame with OpenCV, as RGB; a video
+that ends before the frame count of its header (truncated or damaged) gives
+its frames, then an `InputError` saying where it ended.
 
 Limits: a small compressed file can decode to gigabytes (a decompression
 bomb), so images above `max_pixels` are refused from their header, before
@@ -180,11 +182,32 @@ def expand_inputs(inputs: Any) -> list[Item]:
   return items
 
 
-def read_video(path: str, stride: int, max_pixels: int | None):
-  """(fps, an iterator of (frame index, RGB frame)) of every stride-th frame.
+def _short(read: int, listed: int) -> bool:
+  """Whether `read` frames fall short of the `listed` count of the header.
+
+  Containers without an index (mkv, webm) list an estimate from the
+  duration, which may be off by a frame or two; a short file is off by more.
+  """
+  return listed > 0 and read < 0.98 * listed - 1
+
+
+@dataclasses.dataclass(frozen=True)
+class Video:
+  """An opened video: its frame rate, how many frames will be sampled
+  (from the header; 0 if unknown), and an iterator of (index, RGB frame)."""
+
+  fps: float
+  sampled: int
+  frames: Iterator[tuple[int, np.ndarray]]
+
+
+def read_video(path: str, stride: int, max_pixels: int | None) -> Video:
+  """Every stride-th frame of a video, as RGB.
 
   Raises:
-    InputError: OpenCV cannot open the file, or its frames are too large.
+    InputError: OpenCV cannot open the file, or its frames are too large;
+      from the iterator, after the frames it could read, when the video
+      ends before the frame count its header lists (truncated or damaged).
   """
   cap = cv2.VideoCapture(path)
   if not cap.isOpened():
@@ -196,20 +219,28 @@ def read_video(path: str, stride: int, max_pixels: int | None):
     cap.release()
     raise InputError(f'{width}x{height} frames exceed max_pixels={max_pixels}')
 
+  listed = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+
   def frames() -> Iterator[tuple[int, np.ndarray]]:
     try:
       index = 0
       while True:
         if index % stride:
-          if not cap.grab():
-            return
+          ok = cap.grab()
         else:
           ok, frame = cap.read()
-          if not ok:
-            return
-          yield index, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+          if ok:
+            yield index, cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+        if not ok:
+          break
         index += 1
     finally:
       cap.release()
+    if _short(index, listed):
+      raise InputError(
+        f'the video ends at frame {index} of the {listed} its header lists '
+        '(truncated or damaged)'
+      )
 
-  return cap.get(cv2.CAP_PROP_FPS) or 25.0, frames()
+  fps = cap.get(cv2.CAP_PROP_FPS) or 25.0
+  return Video(fps, -(-max(0, listed) // stride), frames())

@@ -7,6 +7,7 @@ and the table.
 from __future__ import annotations
 
 import collections
+import dataclasses
 import functools
 from typing import Any
 
@@ -18,15 +19,24 @@ import pandas as pd
 from ferjax import models
 from ferjax.data import augment
 from ferjax.data import clips
+from ferjax.faces import crops
+from ferjax.faces import detect
 from ferjax.predict import annotate
-from ferjax.predict import detect
 from ferjax.predict import loading
 from ferjax.predict import media
 from ferjax.predict import rows
+from ferjax.predict import tracking
 from ferjax.predict import windows
 
 # Predictor fields that from_weights does not pass on as model fields.
-OPTIONS = ('margin', 'border', 'stride', 'max_pixels', 'max_detect_side')
+OPTIONS = (
+  'crop',
+  'margin',
+  'border',
+  'stride',
+  'max_pixels',
+  'max_detect_side',
+)
 
 
 def _probabilities(model, variables, images):
@@ -47,11 +57,15 @@ class Predictor:
     augment_config: the run's `config.augment` (its eval fields are used);
       None for the defaults.
     clip_config: `config.clip` for clip models, else None.
-    detector: a `ferjax.predict.detect` name ('haar', None/'none') or
-      callable.
+    detector: 'auto' (MTCNN, or 'none' for a crop style of whole
+      frames), a `ferjax.faces.detect` name ('mtcnn', 'haar',
+      None/'none') or a callable.
     batch_size: faces (or clips) per forward pass; the last is padded.
-    margin: crop margin per side as a fraction of the box
-      (`detect.align`).
+    crop: how faces are cut out: a `ferjax.faces.crops` style (name or
+      `CropStyle`), the training data's (`from_workdir` and
+      `from_weights` pass it).
+    margin: if set, replaces the crop style's margin (per side, as a
+      fraction of the box).
     border: how crops beyond the image are filled (`detect.align`).
     stride: every stride-th video frame is used (1: all).
     max_pixels: images with more pixels are refused from their header
@@ -67,9 +81,10 @@ class Predictor:
     num_classes: int,
     augment_config=None,
     clip_config=None,
-    detector: Any = 'haar',
+    detector: Any = 'auto',
     batch_size: int = 32,
-    margin: float = detect.DEFAULT_MARGIN,
+    crop: str | crops.CropStyle = 'box',
+    margin: float | None = None,
     border: str = 'constant',
     stride: int = 1,
     max_pixels: int | None = 100_000_000,
@@ -82,17 +97,27 @@ class Predictor:
     self.class_names = rows.class_names(num_classes)
     self.augment = augment.parse_config(augment_config or {})
     self.clip = clips.parse_config(clip_config)
+    self.crop = crops.get_style(crop)
+    if margin is not None:
+      self.crop = dataclasses.replace(self.crop, margin=margin)
+    if detector == 'auto':  # Whole-frame datasets: the image is the input.
+      detector = 'none' if self.crop.kind == 'frame' else 'mtcnn'
     self.detector = detect.get_detector(detector)
     self.batch_size = batch_size
-    self.margin, self.border, self.stride = margin, border, stride
+    self.border, self.stride = border, stride
     self.max_pixels, self.max_detect_side = max_pixels, max_detect_side
     self._variables = jax.device_put(variables)
     self._forward = jax.jit(functools.partial(_probabilities, model))
 
+  @property
+  def margin(self) -> float:
+    return self.crop.margin
+
   @classmethod
   def _from(cls, loaded: loading.Loaded, **options) -> Predictor:
-    if loaded.margin is not None:
-      options.setdefault('margin', loaded.margin)
+    options.setdefault('crop', loaded.crop)
+    if options.get('detector', 'auto') == 'auto':
+      options['detector'] = loaded.detector
     return cls(
       loaded.model,
       loaded.variables,
@@ -104,12 +129,12 @@ class Predictor:
 
   @classmethod
   def from_workdir(
-    cls, workdir: str, detector: Any = 'haar', batch_size: int = 32, **options
+    cls, workdir: str, detector: Any = 'auto', batch_size: int = 32, **options
   ) -> Predictor:
     """The best (else latest) checkpoint of a ferjax run.
 
-    `options` are further `Predictor` fields; the margin defaults to the
-    run's dataset's (`loading.DATASET_MARGINS`).
+    `options` are further `Predictor` fields; the crop defaults to the
+    run's (`loading.run_crop`).
     """
     return cls._from(
       loading.from_workdir(workdir),
@@ -126,7 +151,7 @@ class Predictor:
     num_classes: int | None = None,
     image_size: int | None = None,
     *,
-    detector: Any = 'haar',
+    detector: Any = 'auto',
     batch_size: int = 32,
     augment_config=None,
     clip_config=None,
@@ -168,7 +193,7 @@ class Predictor:
     With the 'none' detector the image is the crop, as in the datasets.
     """
     if not isinstance(self.detector, detect.WholeImage):
-      image = detect.align(image, face, self.margin, border=self.border)
+      image = crops.crop(image, face, self.crop, self.border)
     return augment.eval_transform(image, self.augment)
 
   def predict(
@@ -208,7 +233,7 @@ class Predictor:
         if item.kind == 'error':
           raise media.InputError(item.error)
         if item.kind == 'video':
-          self._video_rows(item, batches, annotator)
+          self._video_rows(item, batches, annotator, progress)
           continue
         if item.kind == 'array':
           image = media.as_rgb(item.source)
@@ -225,20 +250,24 @@ class Predictor:
   def _faces(self, image: np.ndarray) -> list[detect.Face]:
     return detect.detect_resized(self.detector, image, self.max_detect_side)
 
-  def _frame_rows(self, item, image, frame, batches, annotator, write=None):
-    """Rows of one image or (static model) video frame."""
+  def _frame_rows(
+    self, item, image, frame, batches, annotator, write=None, tracker=None
+  ):
+    """Rows of one image or (static model) video frame; a video's tracker
+    numbers its faces, an image's are numbered largest first."""
     try:
       faces = self._faces(image)
     except Exception as e:  # noqa: BLE001 - a user detector may fail.
       faces, error = [], f'face detection failed: {rows.message(e)}'
     else:
       error = None if faces else 'no face found'
+    numbers = tracker.update(faces)[0] if tracker else range(len(faces))
     found = []
-    for i, face in enumerate(faces):
+    for number, face in zip(numbers, faces, strict=True):
       crop = self.preprocess(image, face)
       if self.clip:  # A still image as a clip of identical frames.
         crop = np.broadcast_to(crop, self.example_shape)
-      found.append(rows.row(item.name, frame, i, face))
+      found.append(rows.row(item.name, frame, number, face))
       batches.add(found[-1], crop)
     if not faces:
       batches.add(rows.row(item.name, frame, error=error))
@@ -249,14 +278,26 @@ class Predictor:
         write = functools.partial(write, image)
       batches.then(found, write)
 
-  def _video_rows(self, item, batches, annotator) -> None:
-    fps, frames = media.read_video(item.source, self.stride, self.max_pixels)
-    out = annotate.VideoOut(annotator, item.out_name, fps / self.stride)
+  def _video_rows(self, item, batches, annotator, progress) -> None:
+    """Rows of a video: its faces tracked, a progress bar over frames."""
+    from tqdm import tqdm
+
+    video = media.read_video(item.source, self.stride, self.max_pixels)
+    out = annotate.VideoOut(annotator, item.out_name, video.fps / self.stride)
+    tracker = tracking.IoUTracker()
     count = collections.Counter()
+    bar = tqdm(
+      total=video.sampled or None,
+      desc=item.out_name,
+      unit='frame',
+      leave=False,
+      disable=None if progress is None else not progress,
+    )
 
     def counted():
-      for frame in frames:
+      for frame in video.frames:
         count['frames'] += 1
+        bar.update()
         yield frame
 
     try:
@@ -269,12 +310,14 @@ class Predictor:
           clip=self.clip,
           find_faces=self._faces,
           preprocess=self.preprocess,
+          tracker=tracker,
         )
       else:
         for index, image in counted():
-          self._frame_rows(item, image, index, batches, out, out.write)
+          self._frame_rows(item, image, index, batches, out, out.write, tracker)
     except Exception as e:  # noqa: BLE001 - a decoder failing mid-video.
       batches.add(rows.row(item.name, error=f'stopped: {rows.message(e)}'))
+    bar.close()
     if annotator:
       batches.then([], out.close)
     if not count['frames']:

@@ -13,17 +13,32 @@ import numpy as np
 import pandas as pd
 
 from ferjax import labels
+from ferjax.faces.face import LANDMARKS
 
 # The face box columns, in the input's pixels.
 BOX = ('x', 'y', 'w', 'h')
+# The detector's score and the five landmarks (x, y), in the input's pixels.
+POINTS = tuple(f'{name}_{axis}' for name in LANDMARKS for axis in 'xy')
+DETECTION = ('score', *POINTS)
+
+
+def with_box(record: dict, face) -> dict:
+  """`record` with `face`'s box, score and landmarks (None: all unset)."""
+  values = (face.x, face.y, face.w, face.h) if face else (None,) * 4
+  marks = face.landmarks if face and face.landmarks else None
+  points = [v for p in marks for v in p] if marks else [np.nan] * 10
+  score = face.score if face else np.nan
+  return {
+    **record,
+    **dict(zip(BOX, values, strict=True)),
+    **dict(zip(DETECTION, (score, *points), strict=True)),
+  }
 
 
 def row(name, frame=None, face=None, box=None, error=None) -> dict:
-  """A result row: input name, frame, face index, box, error."""
+  """A result row: input name, frame, face number, detection, error."""
   record = {'input': name, 'frame': frame, 'face': face, 'error': error}
-  values = (box.x, box.y, box.w, box.h) if box else (None,) * 4
-  record.update(zip(BOX, values, strict=True))
-  return record
+  return with_box(record, box)
 
 
 def message(e: BaseException) -> str:
@@ -95,6 +110,8 @@ def table(records: list[dict], names: tuple[str, ...]) -> pd.DataFrame:
   columns = {'input': [r['input'] for r in records]}
   for key in ('frame', 'face', *BOX):
     columns[key] = pd.array([r[key] for r in records], dtype='Int64')
+  for key in DETECTION:
+    columns[key] = np.array([r[key] for r in records], np.float32)
   columns.update({name: probs[:, j] for j, name in enumerate(names)})
   label = [names[b] if h else None for b, h in zip(best, has, strict=True)]
   columns['label'] = pd.Series(label, dtype=object)

@@ -22,6 +22,7 @@ from absl import flags
 
 import ferjax
 from ferjax import cli
+from ferjax import models
 from ferjax import weights
 from ferjax.weights import saved
 from ferjax.weights import torch_convert
@@ -54,6 +55,10 @@ def convert(
   fields = dict(fields or {})
   if num_classes is not None:
     fields['num_classes'] = num_classes
+  options = weights.converter_options(model)  # Unknown model: ValueError.
+  models.get_spec(model).check_fields(
+    {k: v for k, v in fields.items() if k not in options}
+  )
   variables = weights.from_torch(model, src, ignore=ignore, **fields)
   # Converted at random init: not worth keeping.
   torch_convert.drop_modules(variables, ignore)
@@ -97,9 +102,10 @@ def _define(fv: flags.FlagValues) -> None:
 def _main(fv: flags.FlagValues, command: str) -> None:
   if command != 'convert':
     raise cli.UsageError(f'unknown command {command!r}; the command is convert')
-  # Everything convert refuses is about its flags: an unknown model, a
-  # file that is not that model's checkpoint, an --out in use.
-  with cli.usage_errors(ValueError, OSError):
+  # Everything convert refuses is about its flags: an unknown model or
+  # field, a file that is not that model's checkpoint, an --out in use (a
+  # field value the model cannot build with fails in JAX as a TypeError).
+  with cli.usage_errors(ValueError, OSError, TypeError):
     out = convert(
       fv.model,
       fv.src,

@@ -20,7 +20,10 @@ the GCA layers (`gc`, `fc1`, `fc2`, `AUX_fc`) of the 64-channel block
 Into `attention='gca'` everything else loads, one to one. Into the default
 `attention='gcsa'` everything loads too and the SE layers (`se_fc1`,
 `se_fc2` of `layer2_0` and `layer3_0`), which IAL lacks, start fresh from
-`rng`. Heads of another class count (`fc_f` and the auxiliary classifiers'
+`rng`; `se_fc2` starts at zero (`se_zero_init`), so the converted GCSA
+computes IAL's logits until training moves its SE branch. Into
+`attention='se'`, and for the stages outside `attention_stages`, IAL's GC
+gate layers (`fc1`, `fc2`) have no place and are reported as unused. Heads of another class count (`fc_f` and the auxiliary classifiers'
 `AUX_fc.1`; IAL has 7 classes) are re-initialised and reported. The model is
 built for `image_size` x `image_size` frames (IAL's 112), the size that
 fixes the global-conv kernels and the position tables.
@@ -54,7 +57,9 @@ _TRANSFORMER_LAYER = re.compile(r'\.layers\.(\d+)\.([01])\.fn\.(norm|fn)\.')
 _LAYER_PARTS = {'0': 'attn', '1': 'ff'}
 # Heads with one output per class: the classifier and the auxiliary ones.
 HEADS = ('fc_f.', 'layer2.0.AUX_fc.1.', 'layer3.0.AUX_fc.1.')
-_GCA_STAGES = ('layer2.0.', 'layer3.0.')
+# The blocks of IAL's checkpoint with a GC gate, and its layers' names.
+_GCA_STAGES = (2, 3)
+_GC_LAYERS = tuple(n.replace('_', '.') for n in gcsa_attention.GC_NAMES)
 _MAX_LISTED = 12
 
 
@@ -86,6 +91,11 @@ def _check_ial(state_dict: Mapping[str, np.ndarray]) -> None:
     f'it holds {len(keys)} tensors, e.g. '
     f'{", ".join(keys[:_MAX_LISTED]) or "none"}.'
   )
+
+
+def _stage_layers(stages: Iterable[int], names: Iterable[str]) -> tuple:
+  """'layer<stage>.0.<name>.' key prefixes, stages in order."""
+  return tuple(f'layer{i}.0.{n}.' for i in sorted(stages) for n in names)
 
 
 def _mismatched_heads(
@@ -149,14 +159,14 @@ def convert(
   model = models.get_model('gcsa', **fields)
   renamed = {port_key(k): v for k, v in state_dict.items() if not is_dead(k)}
   heads = _mismatched_heads(renamed, model.num_classes)
-  skipped = tuple(port_key(p) for p in ignore) + heads
-  fresh = ()
-  if model.attention == 'gcsa':
-    fresh = tuple(
-      f'{stage}{name}.'
-      for stage in _GCA_STAGES
-      for name in gcsa_attention.SE_NAMES
-    )
+  gated = set(model.attention_stages)
+  gc = gated if model.attention in ('gca', 'gcsa') else set()
+  se = gated if model.attention in ('se', 'gcsa') else set()
+  # IAL's GC gates where the model has none are left unused; SE layers,
+  # which IAL lacks, start fresh.
+  unplaced = _stage_layers(set(_GCA_STAGES) - gc, _GC_LAYERS)
+  skipped = tuple(port_key(p) for p in ignore) + heads + unplaced
+  fresh = _stage_layers(se, gcsa_attention.SE_NAMES)
   used = {k: v for k, v in renamed.items() if not k.startswith(skipped)}
   input_shape = (1, model.num_frames, image_size, image_size, 3)
   try:

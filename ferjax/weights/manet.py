@@ -6,7 +6,8 @@ Two sources are read:
   ['state_dict']`, keys prefixed `module.`, `fc_1`/`fc_2` with 12,666
   MS-Celeb-1M identities). Every tensor must fit; when `num_classes` differs
   from the checkpoint's heads, `fc_1` and `fc_2` are initialised afresh and
-  this is reported.
+  this is reported. Into a one-branch model (`branches`) the other branch's
+  tensors are reported as unused.
 * 'resnet18': a torchvision-layout ResNet-18 state_dict, of which only the
   front MA-Net shares (`conv1`, `bn1`, `layer1`, `layer2`) is loaded; its
   `layer3`, `layer4` and `fc` tensors are reported as unused and MA-Net's
@@ -42,14 +43,15 @@ SOURCES = ('manet', 'resnet18', 'auto')
 FRONT = ('conv1.', 'bn1.', 'layer1.', 'layer2.')
 # ResNet-18 tensors MA-Net has no place for.
 RESNET_ONLY = ('layer3.', 'layer4.', 'fc.')
-# MA-Net's own layers after the front.
-MANET_ONLY = (
-  *(f'layer{s}_1_p{p}.' for s in (3, 4) for p in range(1, 5)),
-  'layer3_2.',
-  'layer4_2.',
-  'fc_1.',
-  'fc_2.',
-)
+# MA-Net's own layers after the front, by branch.
+BRANCH_LAYERS = {
+  'local': (
+    *(f'layer{s}_1_p{p}.' for s in (3, 4) for p in range(1, 5)),
+    'fc_1.',
+  ),
+  'global': ('layer3_2.', 'layer4_2.', 'fc_2.'),
+}
+MANET_ONLY = BRANCH_LAYERS['local'] + BRANCH_LAYERS['global']
 HEADS = ('fc_1', 'fc_2')
 
 # A dummy input size MA-Net accepts (layer2 map 4x4).
@@ -181,7 +183,13 @@ def convert(
   found = detect_source(state_dict)
   _check_source(source, found)
   model = models.get_model('manet', **fields)
-  ignore = tuple(ignore)
+  # A one-branch model has no place for the other branch's tensors.
+  ignore = tuple(ignore) + tuple(
+    p
+    for b, layers in BRANCH_LAYERS.items()
+    if model.branches not in ('both', b)
+    for p in layers
+  )
 
   heads_reinitialised = False
   if found == 'manet':

@@ -14,6 +14,10 @@ default, so that `config.init_from=convnext_base_22k_224.pth` works):
   loads; its `head` is unused; DS attention, the Msc heads and the DSF
   centres keep a fresh init.
 
+A model with ablated modules (`ds_stages`, `head`) leaves an MFER
+checkpoint's tensors of those modules unused, and a 'single' or 'linear'
+`head` starts fresh.
+
 The DSF centres have no official tensor and always start fresh. What was
 loaded, left unused and initialised is logged (and returned by `convert`):
 
@@ -138,19 +142,27 @@ def convert(
   model = models.get_model('mfer', **fields)
   ignore = tuple(ignore)
 
+  # DS attention modules by stage (1-based), torch prefixes.
+  ds = {
+    i: f'stages.{i - 1}.{model.depths[i - 1]}.'
+    for i in range(1, len(model.depths) + 1)
+  }
   # Flax-side prefixes that no torch key of this source fills.
-  fresh = ('dsf_centers',)
+  fresh = ('dsf_centers', 'msc.' if model.head == 'msc' else 'head.')
   heads_reinitialised = False
   if found == 'convnext':
     ignore += ('head.',)
-    fresh += tuple(f'stages.{i}.{model.depths[i]}.' for i in (2, 3))
-    fresh += ('msc.',)
+    fresh += tuple(ds[i] for i in model.ds_stages)
   else:
+    # The ablated modules' tensors have no place in the model.
+    ignore += tuple(p for i, p in ds.items() if i not in model.ds_stages)
+    if model.head != 'msc':
+      ignore += ('msc.',)
     heads_reinitialised = _heads_mismatch(state_dict, model.num_classes, ignore)
     if heads_reinitialised:
       ignore += tuple(f'msc.{i}.fc2.' for i in range(_NUM_HEADS))
-    if not any(k.startswith('msc.') for k in state_dict):
-      fresh += ('msc.',)
+    if any(k.startswith('msc.') for k in state_dict):
+      fresh = tuple(p for p in fresh if p != 'msc.')
   unused = sorted(k for k in state_dict if k.startswith(ignore))
   used = {k: v for k, v in state_dict.items() if not k.startswith(ignore)}
 

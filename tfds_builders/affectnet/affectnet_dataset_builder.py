@@ -17,6 +17,14 @@ Reads either release of AffectNet from `--manual_dir`:
 If both are present the original release is used: it has the face boxes, so
 the crop's margin and size are set here rather than fixed by the release.
 
+Configs '7class_aligned' and '8class_aligned' (`AffectNetConfig.align`)
+store instead the largest face that MTCNN finds in each crop (the face box
+grown by the margin, or the newer release's image), aligned onto RAF-DB's
+100 px template (`tfds_builders.face_align`), with the landmarks and box
+moved into the aligned face's pixels; a crop without a face is stored as
+above. `info.metadata['alignment']` records the detector, template and
+count of images without a face.
+
 Splits: `train` is the training list, `test` the official validation set,
 which papers report as AffectNet's test set (the test set was never
 released). Expression ids 0..7 map into ferjax's canonical order; 8 none,
@@ -45,6 +53,7 @@ import tensorflow_datasets as tfds
 
 from ferjax.labels import EXPRESSIONS
 from ferjax.labels import class_names
+from tfds_builders import face_align
 from tfds_builders import manual_data
 
 SPLITS = ('train', 'test')
@@ -116,12 +125,18 @@ class AffectNetConfig(tfds.core.BuilderConfig):
     max_size: stored images are shrunk so their longer side is at most this
       (never enlarged); 256 leaves room for the usual 224 px random crops.
     jpeg_quality: quality of re-encoded JPEGs.
+    align: None, or a `ferjax.faces.crops` template style to align each
+      crop's largest face onto.
+    no_face: when aligning, 'keep' a crop without a face unaligned, or
+      'drop' it.
   """
 
   num_classes: int = 7
   margin: float = 0.1
   max_size: int = 256
   jpeg_quality: int = 95
+  align: str | None = None
+  no_face: str = 'keep'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -250,7 +265,7 @@ def read_csv(path: pathlib.Path) -> list[tuple[int, dict]]:
   """
   rows = []
   header = [c.lower() for c in COLUMNS]
-  with open(path, newline='', encoding='utf-8-sig') as f:  # BOM or not
+  with manual_data.open_text(path) as f:  # BOM or not
     for lineno, fields in enumerate(csv.reader(f), start=1):
       where = manual_data.where(path, lineno)
       if not ''.join(fields).strip():
@@ -390,12 +405,38 @@ def store_image(
   return encoded.tobytes(), size
 
 
-def make_example(row: Row, cfg: AffectNetConfig) -> dict:
+def _moved(points: np.ndarray, matrix: np.ndarray) -> np.ndarray:
+  return (points @ matrix[:, :2].T + matrix[:, 2]).astype(np.float32)
+
+
+def aligned_example(row, img, window, cfg, aligner) -> dict | None:
+  """The window's face aligned (`cfg.align`); None if it has no face (the
+  caller stores the window as usual, or drops it)."""
+  x0, y0, x1, y1 = window
+  face_bgr, face = aligner.align(to_bgr(img)[y0:y1, x0:x1], row.split)
+  if face is None:
+    return None
+  matrix = aligner.matrix(face)
+  corner = np.array([x0, y0], np.float32)
+  x, y, w, h = row.box or (0, 0, img.shape[1], img.shape[0])
+  box = _moved(np.array([[x, y], [x + w, y + h]]) - corner, matrix)
+  params = [cv2.IMWRITE_JPEG_QUALITY, cfg.jpeg_quality]
+  return {
+    'image': cv2.imencode('.jpg', face_bgr, params)[1].tobytes(),
+    'landmarks': _moved(row.landmarks - corner, matrix),
+    'face_box': np.concatenate([box.min(0), box.max(0) - box.min(0)]),
+  }
+
+
+def make_example(
+  row: Row, cfg: AffectNetConfig, aligner: face_align.Aligner | None = None
+) -> dict | None:
   """Reads, crops and stores one image with its annotations.
 
   Landmarks and face box move into the stored image's pixel frame (origin at
   its top-left corner): minus the crop window's corner, times each axis's
-  shrink factor.
+  shrink factor (or through the alignment's similarity transform). None:
+  an image without a face that aligning drops.
 
   Raises:
     manual_data.ManualDataError: naming the file and where it is listed, if the
@@ -411,6 +452,19 @@ def make_example(row: Row, cfg: AffectNetConfig) -> dict:
         row.where,
         f'face box {row.box} lies outside {row.path} ({width}x{height})',
       )
+  labels = {
+    'label': AFFECTNET_TO_CANONICAL[row.original_label],
+    'original_label': row.original_label,
+    'valence': np.float32(row.valence),
+    'arousal': np.float32(row.arousal),
+    'id': row.id,
+  }
+  if aligner is not None:
+    aligned = aligned_example(row, img, window, cfg, aligner)
+    if aligned is not None:
+      return {**aligned, **labels}
+    if aligner.no_face == 'drop':
+      return None
   data, (out_w, out_h) = store_image(data, img, window, cfg)
   x0, y0, x1, y1 = window
   scale = np.array([out_w / (x1 - x0), out_h / (y1 - y0)], np.float32)
@@ -418,13 +472,9 @@ def make_example(row: Row, cfg: AffectNetConfig) -> dict:
   box = np.array(row.box or (0, 0, width, height), np.float32).reshape(2, 2)
   return {
     'image': data,
-    'label': AFFECTNET_TO_CANONICAL[row.original_label],
-    'original_label': row.original_label,
-    'valence': np.float32(row.valence),
-    'arousal': np.float32(row.arousal),
     'landmarks': ((row.landmarks - corner) * scale).astype(np.float32),
     'face_box': np.concatenate([(box[0] - corner) * scale, box[1] * scale]),
-    'id': row.id,
+    **labels,
   }
 
 
@@ -512,6 +562,17 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     AffectNetConfig(
       name='8class', description='Adds contempt, ids 0..7.', num_classes=8
     ),
+    AffectNetConfig(
+      name='7class_aligned',
+      description='7class, faces aligned as RAF-DB images.',
+      align='rafdb',
+    ),
+    AffectNetConfig(
+      name='8class_aligned',
+      description='8class, faces aligned as RAF-DB images.',
+      num_classes=8,
+      align='rafdb',
+    ),
   ]
   MANUAL_DOWNLOAD_INSTRUCTIONS = """
   AffectNet is distributed by its authors for academic, non-commercial
@@ -594,12 +655,20 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     )
     self.info.metadata.update(release=kind, dropped=dropped)
     report.save(self.info)
+    cfg = self.builder_config
+    aligner = cfg.align and face_align.Aligner(cfg.align, cfg.no_face)
+    if aligner:
+      self.info.metadata['alignment'] = aligner.metadata()
     return {
-      split: self._generate_examples([r for r in kept if r.split == split])
+      split: self._generate_examples(
+        [r for r in kept if r.split == split], aligner or None
+      )
       for split in SPLITS
     }
 
-  def _generate_examples(self, rows: list[Row]):
+  def _generate_examples(self, rows: list[Row], aligner=None):
     """Yields (key, example) for the rows of one split."""
     for row in rows:
-      yield row.key, make_example(row, self.builder_config)
+      example = make_example(row, self.builder_config, aligner)
+      if example is not None:
+        yield row.key, example

@@ -318,9 +318,11 @@ def test_folder_without_either_release(tmp_path):
 
 
 def test_empty_manual_dir_shows_the_instructions(tmp_path):
-  # TFDS itself rejects an empty manual_dir, with our instructions.
+  # The build refuses it before TFDS would, with our instructions.
   (tmp_path / 'empty').mkdir()
-  with pytest.raises(AssertionError, match='mohammadmahoor.com/affectnet'):
+  with pytest.raises(
+    manual_data.ManualDataError, match='mohammadmahoor.com/affectnet'
+  ):
     _build(tmp_path, tmp_path / 'empty')
 
 
@@ -476,3 +478,42 @@ def test_failed_build_can_be_rerun(tmp_path, original):
   _fails(tmp_path, original, 'not found')
   shutil.copy(DUMMY / 'original' / LISTS / 'training.csv', original / LISTS)
   assert _build(tmp_path, original).info.splits['train'].num_examples == 7
+
+
+def test_aligned_config_moves_the_annotations_with_the_face(
+  tmp_path, npy_release
+):
+  from tests import photos
+  from tfds_builders import face_align
+
+  photo = photos.read('single_face')[..., ::-1]  # A real face, as BGR.
+  path = npy_release / 'train_set' / 'images' / '12.jpg'
+  cv2.imwrite(str(path), cv2.resize(photo, (224, 224)))
+  builder = _build(tmp_path, npy_release, '7class_aligned')
+  meta = builder.info.metadata['alignment']
+  assert (meta['detector'], meta['crop'], meta['no_face']) == (
+    'mtcnn',
+    'rafdb',
+    'keep',
+  )
+  aligner = face_align.Aligner('rafdb')
+  missed = {'train': 0, 'test': 0}
+  examples = {s: _examples(builder, s) for s in missed}
+  for split, found in examples.items():
+    for image_id, ex in found.items():
+      folder = npy_release / NPY_DIRS[split] / 'images'
+      faces = aligner.faces(cv2.imread(str(folder / f'{image_id}.jpg')))
+      missed[split] += not faces
+      assert ex['image'].shape[:2] == ((100, 100) if faces else (224, 224))
+  assert meta['images_without_face'] == missed
+  assert missed['train'] < len(examples['train'])  # The photo, at least.
+  (face, *_) = aligner.faces(cv2.imread(str(path)))
+  matrix = aligner.matrix(face)
+  points = np.load(npy_release / 'train_set' / 'annotations' / '12_lnd.npy')
+  points = np.asarray(points, float).reshape(68, 2)
+  np.testing.assert_allclose(
+    examples['train']['12']['landmarks'],
+    points @ matrix[:, :2].T + matrix[:, 2],
+    rtol=1e-4,
+    atol=1e-3,
+  )

@@ -7,17 +7,26 @@ Reads the official layout, one folder per class in each split:
 
 The anger folder is `Angry` in train and `Anger` in test; either name is
 accepted in either split. Images are whole frames of TV-show clips (face and
-context), stored as shipped PNGs without re-encoding. Class folders map into
-ferjax's canonical order; the folder name is kept as `original_label`.
+context). Config 'frames' (the default) stores them as shipped PNGs without
+re-encoding; config 'aligned' stores each frame's largest face instead, found
+by MTCNN and aligned onto RAF-DB's 100 px template ('rafdb' crops), keeping
+frames without a face whole (`tfds_builders.face_align`; the detector,
+template and count of frames without a face are in
+`info.metadata['alignment']`). Class folders map into ferjax's canonical
+order; the folder name is kept as `original_label`.
 """
 
+import dataclasses
 import os
 import pathlib
 
+import cv2
+import numpy as np
 import tensorflow_datasets as tfds
 
 from ferjax.labels import EXPRESSIONS_7
 from tfds_builders import class_folders
+from tfds_builders import face_align
 from tfds_builders import manual_data
 
 SPLITS = ('train', 'test')
@@ -40,6 +49,21 @@ _FIX = (
 )
 
 
+@dataclasses.dataclass(kw_only=True)
+class CaerSConfig(tfds.core.BuilderConfig):
+  """Whole frames, or aligned faces.
+
+  Attributes:
+    align: None stores the frames; a `ferjax.faces.crops` style name stores
+      each frame's largest face cut in that style.
+    no_face: 'keep' (store the frame whole) or 'drop' a frame without a
+      face, when aligning.
+  """
+
+  align: str | None = None
+  no_face: str = 'keep'
+
+
 def find_release(manual_dir: os.PathLike | str) -> pathlib.Path:
   """Returns the `CAER-S/` folder given `--manual_dir`.
 
@@ -60,6 +84,15 @@ class Builder(tfds.core.GeneratorBasedBuilder):
 
   VERSION = tfds.core.Version('1.0.0')
   RELEASE_NOTES = {'1.0.0': 'Initial release.'}
+  # The first config is the default.
+  BUILDER_CONFIGS = [
+    CaerSConfig(name='frames', description='Whole frames, as shipped.'),
+    CaerSConfig(
+      name='aligned',
+      description="Each frame's largest face, aligned as RAF-DB's images.",
+      align='rafdb',
+    ),
+  ]
   MANUAL_DOWNLOAD_INSTRUCTIONS = """
   CAER-S (the static-image part of CAER, Yonsei University) is distributed
   by its authors for non-commercial research only. Request it on the
@@ -83,6 +116,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       ),
       supervised_keys=('image', 'label'),
       homepage='https://caer-dataset.github.io/',
+      metadata=tfds.core.MetadataDict(),
     )
 
   def _split_generators(self, dl_manager: tfds.download.DownloadManager):
@@ -94,8 +128,24 @@ class Builder(tfds.core.GeneratorBasedBuilder):
       )
       for split in SPLITS
     }
-    return {split: self._generate_examples(f) for split, f in files.items()}
+    aligner = None
+    if self.builder_config.align:
+      aligner = face_align.Aligner(
+        self.builder_config.align, self.builder_config.no_face
+      )
+      self.info.metadata['alignment'] = aligner.metadata()
+    return {
+      split: self._generate_examples(f, split, aligner)
+      for split, f in files.items()
+    }
 
-  def _generate_examples(self, files: list[class_folders.ClassFile]):
+  def _generate_examples(self, files, split: str, aligner=None):
     """Yields (id, example) for the files of one split."""
-    return class_folders.class_folder_examples(files)
+    for key, example in class_folders.class_folder_examples(files):
+      if aligner is not None:
+        frame = cv2.imdecode(np.frombuffer(example['image'], np.uint8), 1)
+        face, _ = aligner.align(frame, split)
+        if face is None:
+          continue
+        example['image'] = face_align.encode_png(face)
+      yield key, example

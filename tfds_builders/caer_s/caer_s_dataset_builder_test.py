@@ -128,8 +128,10 @@ def test_folder_without_release(tmp_path):
 
 
 def test_empty_manual_dir_shows_the_instructions(tmp_path):
-  # TFDS itself rejects an empty or absent manual_dir, with our instructions.
-  with pytest.raises(AssertionError, match='caer-dataset.github.io'):
+  # The build refuses it before TFDS would, with our instructions.
+  with pytest.raises(
+    manual_data.ManualDataError, match='caer-dataset.github.io'
+  ):
     _build(tmp_path, tmp_path / 'absent')
 
 
@@ -175,3 +177,42 @@ def test_broken_release_is_named_and_nothing_is_built(tmp_path, copy, case):
   for text in expected:
     assert f'{copy}{text}' in str(info.value)
   assert not build.is_built('caer_s', data_dir=tmp_path / 'tfds')
+
+
+def test_aligned_config_stores_faces_and_counts_frames_without(tmp_path, copy):
+  from tests import photos
+
+  face = photos.read('grace_hopper')[..., ::-1]  # A real face, as BGR.
+  cv2.imwrite(str(copy / 'test' / 'Happy' / '0001.png'), face)
+  build.build(
+    'caer_s', 'aligned', manual_dir=copy.parent, data_dir=tmp_path / 'tfds'
+  )
+  builder = build.builder('caer_s', 'aligned', tmp_path / 'tfds')  # Reread.
+  meta = builder.info.metadata['alignment']
+  assert meta['detector'] == 'mtcnn' and meta['crop'] == 'rafdb'
+  assert meta['size'] == [100, 100] and len(meta['template']) == 5
+  assert meta['no_face'] == 'keep'
+  # Besides the photo, MTCNN finds the tiny drawn faces of two dummy
+  # frames (train/Disgust/0002, test/Surprise/0001).
+  assert meta['images_without_face'] == {'train': 13, 'test': 5}
+  test = _by_id(builder, 'test')
+  for found in ('Happy', 'Surprise'):
+    assert test[f'test/{found}/0001.png']['image'].shape == (100, 100, 3)
+  assert test['test/Fear/0001.png']['image'].shape == (27, 48, 3)  # Whole.
+  assert len(test) == 7
+  assert 'alignment' not in build.builder('caer_s').info.metadata
+
+
+def test_aligner_policies_and_styles():
+  from tfds_builders import face_align
+
+  flat = np.full((60, 80, 3), 128, np.uint8)
+  keep = face_align.Aligner('rafdb')
+  assert keep.align(flat, 'train')[0] is flat
+  drop = face_align.Aligner('arcface_112', no_face='drop')
+  assert drop.align(flat, 'test') == (None, None)
+  assert drop.metadata()['images_without_face'] == {'test': 1}
+  with pytest.raises(ValueError, match='template styles only'):
+    face_align.Aligner('affectnet')
+  with pytest.raises(ValueError, match="no_face='skip'"):
+    face_align.Aligner('rafdb', no_face='skip')

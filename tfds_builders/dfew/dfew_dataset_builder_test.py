@@ -182,9 +182,11 @@ def test_folder_without_release(tmp_path):
 
 
 def test_empty_manual_dir_shows_the_instructions(tmp_path):
-  # TFDS itself rejects an empty or absent manual_dir, with our instructions.
+  # The build refuses it before TFDS would, with our instructions.
   (tmp_path / 'empty').mkdir()
-  with pytest.raises(AssertionError, match='dfew-dataset.github.io'):
+  with pytest.raises(
+    manual_data.ManualDataError, match='dfew-dataset.github.io'
+  ):
     build.build('dfew', 'fold1', tmp_path / 'tfds', tmp_path / 'empty')
 
 

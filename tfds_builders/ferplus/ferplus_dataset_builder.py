@@ -86,7 +86,7 @@ def _rows(path: pathlib.Path, header: tuple[str, ...]):
     manual_data.ManualDataError: naming the file and line of a wrong header, a
       row with another number of columns or an unknown Usage.
   """
-  with path.open(newline='', encoding='utf-8-sig') as f:
+  with manual_data.open_text(path) as f:
     reader = csv.reader(f)
     first = [x.strip() for x in next(reader, [])]
     if tuple(first) != header:

@@ -197,7 +197,7 @@ def test_folder_without_clips(tmp_path, release):
 
 def test_empty_manual_dir_shows_the_instructions(tmp_path):
   (tmp_path / 'empty').mkdir()
-  with pytest.raises(AssertionError, match='wangyanckxx/FERV39k'):
+  with pytest.raises(manual_data.ManualDataError, match='wangyanckxx/FERV39k'):
     build.build('ferv39k', None, tmp_path / 'tfds', tmp_path / 'empty')
 
 

@@ -75,7 +75,8 @@ def read_labels(label_file: os.PathLike | str) -> list[tuple[str, str, int]]:
   """
   rows = []
   seen = {}
-  text = pathlib.Path(label_file).read_text(encoding='utf-8')
+  with manual_data.open_text(label_file) as f:
+    text = f.read()
   for lineno, line in enumerate(text.splitlines(), start=1):
     where = manual_data.where(label_file, lineno)
     fields = line.split()

@@ -149,9 +149,9 @@ def test_missing_val_folder_is_named(tmp_path, release):
 
 
 def test_empty_manual_dir_shows_the_instructions(tmp_path):
-  # TFDS itself rejects an empty or absent manual_dir, with our instructions.
+  # The build refuses it before TFDS would, with our instructions.
   (tmp_path / 'empty').mkdir()
-  with pytest.raises(AssertionError, match='few_group/AFEW.html'):
+  with pytest.raises(manual_data.ManualDataError, match='few_group/AFEW.html'):
     _build(tmp_path, tmp_path / 'empty')
 
 

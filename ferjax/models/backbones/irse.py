@@ -446,6 +446,7 @@ MSCELEB_IR50 = registry.Checkpoint(
   url='the ir50.pth link in the README of github.com/zczcwh/POSTER (the '
   'face.evoLVe IR-50, also backbone_ir50_ms1m_epoch120.pth)',
   description='IR-50 trained on MS-Celeb-1M (face.evoLVe)',
+  crop='arcface_112',  # face.evoLVe's five-point 112 px template.
 )
 
 SPECS = (
