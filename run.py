@@ -28,6 +28,7 @@ from ferjax import runtime
 from ferjax import sharding
 from ferjax import train
 from ferjax import writers
+from ferjax.evaluate import trained
 
 
 def _define(fv: flags.FlagValues) -> None:
@@ -75,7 +76,7 @@ def _main(fv: flags.FlagValues) -> None:
     if fv.mode == 'train':
       train.train_and_evaluate(fv.config, fv.workdir)
     else:
-      train.evaluate(fv.config, fv.workdir)
+      trained.evaluate_config(fv.config, fv.workdir)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -2,9 +2,10 @@
 
 The train step is ferjax's own (`train.build_trainable`: the config's model,
 loss and optimizer, sharded in and out, state donated); the eval step is the
-evaluator's (`evaluate.eval_step`, jitted as `train._Evaluator` jits it).
-Both run on a fixed random uint8 batch that already lies on the devices, so
-what is timed is the device work and the dispatch, not the input pipeline.
+evaluator's (`evaluate.eval_step`, jitted as the evaluator jits it:
+`ferjax.measure.jit_eval_step`). Both run on a fixed random uint8 batch
+that already lies on the devices, so what is timed is the device work and
+the dispatch, not the input pipeline.
 
 Timing: `time_windows` runs a few windows of N steps each; a window
 dispatches its N steps back to back and waits for the devices once, at the
@@ -13,7 +14,6 @@ time is the median over windows of (window seconds / N).
 """
 
 import dataclasses
-import functools
 import importlib
 import resource
 import statistics
@@ -23,14 +23,14 @@ from typing import Any
 
 import jax
 import ml_collections
-import numpy as np
 
 from bench import mfu as mfu_lib
 from configs import common
-from ferjax import evaluate as evaluate_lib
 from ferjax import models
 from ferjax import sharding
 from ferjax import train
+from ferjax.measure import jit_eval_step as jit_eval_step
+from ferjax.measure import random_batch as random_batch
 
 MODELS = ('gcsa', 'jadfer', 'manet', 'mfer', 'resnet18')
 # Each model's paper config (resnet18 has none: see `config_source`).
@@ -118,28 +118,6 @@ def frames_per_example(config) -> int:
   return shape[1] if len(shape) == 5 else 1
 
 
-def random_batch(config, mesh, batch_size: int = 0, mask: bool = False):
-  """A global batch of random uint8 images (or clips) and labels.
-
-  Args:
-    config: the run's config (image size, clip length, classes).
-    mesh: the device mesh; the batch is split over its 'data' axis.
-    batch_size: global batch; 0 takes `config.batch_size`.
-    mask: add the all-true 'mask' an eval batch carries.
-  """
-  b = batch_size or config.batch_size
-  rng = np.random.default_rng(0)
-  host = {
-    'image': rng.integers(
-      0, 256, (b, *models.input_shape(config)[1:]), np.uint8
-    ),
-    'label': rng.integers(0, config.data.num_classes, (b,), np.int32),
-  }
-  if mask:
-    host['mask'] = np.ones((b,), bool)
-  return sharding.global_batch(host, sharding.data_sharding(mesh))
-
-
 @dataclasses.dataclass(frozen=True)
 class Compiled:
   """A step compiled ahead of time, and what XLA says about it.
@@ -193,19 +171,6 @@ def compile_step(jitted, *args) -> Compiled:
     flops=mfu_lib.compiled_flops(lowered) or executed,
     executed_flops=executed,
     memory=_memory_analysis(compiled),
-  )
-
-
-def jit_eval_step(config, trainable, mesh):
-  """The evaluator's jitted eval step (`train._Evaluator` builds the same)."""
-  return jax.jit(
-    functools.partial(
-      evaluate_lib.eval_step,
-      model=trainable.model,
-      num_classes=config.data.num_classes,
-    ),
-    in_shardings=(trainable.state_sharding, sharding.data_sharding(mesh)),
-    out_shardings=sharding.replicated(mesh),
   )
 
 

@@ -19,6 +19,8 @@ unless a peak is given (`--peak_tflops`).
 
 import dataclasses
 
+from ferjax.measure import compiled_flops as compiled_flops
+
 
 @dataclasses.dataclass(frozen=True)
 class Peak:
@@ -92,25 +94,6 @@ def peak_tflops(
   if peak.tf32 is not None:
     return peak.tf32, f'{peak.name} tf32 dense (JAX default f32 precision)'
   return peak.f32, f'{peak.name} f32'
-
-
-def compiled_flops(compiled) -> float | None:
-  """FLOPs of one run of a lowered or compiled program, per device, or None.
-
-  `cost_analysis()` returns a dict in recent jax, a list holding one dict
-  per program in older versions, and may raise or return nothing on
-  backends without cost analysis.
-  """
-  try:
-    cost = compiled.cost_analysis()
-  except Exception:  # Backends without cost analysis raise various errors.
-    return None
-  if isinstance(cost, list | tuple):
-    cost = cost[0] if cost else None
-  if not cost:
-    return None
-  flops = cost.get('flops')
-  return float(flops) if flops is not None and flops > 0 else None
 
 
 def mfu(

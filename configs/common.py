@@ -106,6 +106,11 @@ def base_config() -> ml_collections.ConfigDict:
   config.data.auto_build = False  # Build on first use (synthetic data only).
   config.data.train_split = 'train'
   config.data.eval_split = 'test'
+  # Where the best checkpoint is chosen (`ferjax.data.holdout`): a split
+  # ('test': the papers' practice; FERPlus's official 'validation') or
+  # 'holdout:F', a stratified fraction F of the train split, fixed by the
+  # seed; results.json then also gives the test metrics at its best step.
+  config.data.validation = 'test'
   config.data.num_classes = 7
   # 'uniform' (each example once per epoch) or 'class_balanced' (AffectNet).
   config.data.sampling = 'uniform'
@@ -206,6 +211,7 @@ def smoke(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   config.data.config = 'smoke'
   config.data.auto_build = True
   config.data.eval_split = 'test'
+  config.data.validation = 'test'
   config.data.num_classes = 7
   config.data.sampling = 'uniform'
   config.data.soft_target = None

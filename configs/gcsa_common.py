@@ -98,6 +98,9 @@ def gcsa_config(
   config.model.temporal_heads = 4
   config.model.temporal_dim_head = 32
   config.model.temporal_mlp_dim = 512
+  # Channels of the stem and layer1 (IAL's 64): narrower only in reduced
+  # variants (bench.learning).
+  config.model.width = 64
   # No input normalisation, as IAL.
   config.model.pixel_mean = ml_collections.config_dict.placeholder(tuple)
   config.model.pixel_std = ml_collections.config_dict.placeholder(tuple)

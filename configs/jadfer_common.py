@@ -91,6 +91,10 @@ def jadfer_config(
   config.model.backbone_mode = 'ir'
   config.model.pixel_mean = irse.PIXEL_MEAN
   config.model.pixel_std = irse.PIXEL_STD
+  # The IR trunk's first-stage channels and units per stage (None: IR-50's
+  # 3-4-14); other values only in reduced variants (bench.learning).
+  config.model.trunk_width = 64
+  config.model.trunk_units = ml_collections.config_dict.placeholder(tuple)
   # SB: DAN's attention heads as paths; 0 paths (with sci_depth=0) is the
   # model without SB.
   config.model.num_paths = 4

@@ -75,6 +75,9 @@ def manet_config(
   config.model.direction = 'same'
   # 'local' or 'global' keeps one branch and its head (the ablation).
   config.model.branches = 'both'
+  # Channels of the stem and layer1 (ResNet-18's 64; x2, x4, x8 after):
+  # narrower only in reduced variants (bench.learning).
+  config.model.width = 64
   # No input normalisation: main.py feeds ToTensor's [0, 1] images.
   config.model.pixel_mean = ml_collections.config_dict.placeholder(tuple)
   config.model.pixel_std = ml_collections.config_dict.placeholder(tuple)

@@ -249,6 +249,22 @@ def read_state(directory: str, what: str = 'config.init_from'):
   return {'kind': kind, 'step': step}, raw
 
 
+def run_config(workdir: str) -> ml_collections.ConfigDict:
+  """A run's config, from the config.json training wrote.
+
+  Raises:
+    FileNotFoundError: naming the missing config.json.
+    ValueError: naming a damaged one.
+  """
+  path = os.path.join(workdir, writers.CONFIG_FILE)
+  if not os.path.exists(path):
+    raise FileNotFoundError(
+      f'{path} does not exist: {workdir!r} is not a ferjax workdir (run.py '
+      'writes config.json there when training starts).'
+    )
+  return ml_collections.ConfigDict(writers.read_json(path))
+
+
 def restore_raw_state(directory: str, what: str = 'config.init_from') -> dict:
   """The saved state of a run directory as nested dicts (for init_from):
   its best checkpoint if intact, else the newest intact one."""
@@ -274,13 +290,7 @@ def read_run(workdir: str) -> Run:
     FileNotFoundError: naming the missing config.json or checkpoint.
     ValueError: naming a damaged config.json, or every checkpoint unreadable.
   """
-  path = os.path.join(workdir, writers.CONFIG_FILE)
-  if not os.path.exists(path):
-    raise FileNotFoundError(
-      f'{path} does not exist: {workdir!r} is not a ferjax workdir (run.py '
-      'writes config.json there when training starts).'
-    )
-  config = ml_collections.ConfigDict(writers.read_json(path))
+  config = run_config(workdir)
   used, raw = read_state(workdir, what='workdir')
   variables = {'params': raw['params'], **raw.get('model_state', {})}
   return Run(config, jax.device_get(variables), used)
@@ -289,6 +299,60 @@ def read_run(workdir: str) -> Run:
 def load_run(workdir: str) -> tuple[ml_collections.ConfigDict, dict]:
   """`read_run`'s config and variables."""
   return read_run(workdir)[:2]
+
+
+def find_checkpoint(workdir: str, which: str = 'auto') -> tuple[str, int]:
+  """Where one checkpoint of a run lies: (best/ or checkpoints/, its step).
+
+  `which`: 'best' (scored best on validation), 'final' (the latest periodic
+  checkpoint: a finished run's last step), 'auto' (best, else final) or a
+  step number of either. A missing one is a FileNotFoundError naming the
+  workdir, the checkpoints it has and what to pass instead.
+  """
+  workdir = os.path.abspath(workdir)
+  found = {sub: _steps(os.path.join(workdir, sub)) for sub, _ in _SOURCES}
+  if not any(found.values()):
+    raise FileNotFoundError(
+      f'--workdir={workdir} holds no checkpoint (best/ and checkpoints/ are '
+      'empty or missing); train it first (python run.py ... --workdir).'
+    )
+  if which == 'auto':
+    which = 'best' if found['best'] else 'final'
+  named = {'best': 'best', 'final': 'checkpoints'}
+  if which in named:  # The newest of its kind.
+    sub, step = named[which], (found[named[which]] or [None])[0]
+  else:
+    step = int(which) if str(which).isdigit() else None
+    sub = next((k for k, v in found.items() if step in v), None)
+  if sub is None or step is None:
+    best, saved = (sorted(found[k]) or 'none' for k in ('best', 'checkpoints'))
+    raise FileNotFoundError(
+      f'--workdir={workdir} has no {which!r} checkpoint (it has: best {best}, '
+      f'saved {saved}); pass --checkpoint=best, final or one of its steps.'
+    )
+  return os.path.join(workdir, sub), step
+
+
+def load_checkpoint(workdir: str, which: str = 'auto') -> tuple[dict, int]:
+  """One checkpoint's model variables as host numpy arrays, and its step.
+
+  Reads only the saved state (no data iterator), whatever devices saved it;
+  `which` as in `find_checkpoint`. 'auto' falls back past unreadable
+  checkpoints to the newest intact one (`read_state`); a checkpoint asked
+  for by name that cannot be read is an UnreadableCheckpointError.
+  """
+  found = find_checkpoint(workdir, which)
+  if which == 'auto':
+    used, raw = read_state(workdir, what='--workdir')
+    found = (None, used['step'])
+  else:
+    _, raw, _ = checks.newest_intact(
+      [found],
+      lambda d, n: _restore_as_numpy(os.path.join(d, str(n), 'state')),
+      what=f'--workdir={workdir}',
+      fix='pick another with --checkpoint, or train it again',
+    )
+  return {'params': raw['params'], **raw.get('model_state', {})}, found[1]
 
 
 def _merge_pretrained(fresh: dict, loaded: dict, what: str) -> dict:

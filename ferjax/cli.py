@@ -314,6 +314,41 @@ def parse(fv: flags.FlagValues, argv: list[str]) -> list[str]:
   return args
 
 
+CONFIG_OVERRIDE = '--config.'
+
+
+def load_config(spec: str, overrides: Sequence[str] = ()):
+  """A config file as `--config=spec` loads it, overrides applied, locked.
+
+  For commands that take several config files (`ferjax.compare`): each is
+  loaded as run.py loads its one, with the same `--config.FIELD=VALUE`
+  overrides.
+
+  Args:
+    spec: 'path/to/config.py[:arg]'.
+    overrides: '--config.FIELD=VALUE' arguments.
+
+  Raises:
+    UsageError: naming `spec` and what is wrong (no such file, a bad arg,
+      an override of no field or of the wrong type).
+  """
+  from ml_collections import config_flags  # noqa: PLC0415  (only here)
+
+  fv = flags.FlagValues()
+  argv = ['load_config', f'--config={spec}', *overrides]
+  try:
+    with _argv_as(argv):
+      config_flags.DEFINE_config_file(
+        'config', None, spec, flag_values=fv, lock_config=True
+      )
+      fv(argv)
+      return fv.config.lock()
+  except (AttributeError, LookupError) as e:  # An override of no field.
+    raise UsageError(f'{spec} has no config field {describe(e)}') from e
+  except _PARSE_ERRORS as e:
+    raise UsageError(f'{spec}: {type(e).__name__}: {describe(e)}') from e
+
+
 def _init_logging() -> None:
   """What absl.app.run sets up: absl's handler, INFO unless --verbosity."""
   logging.use_absl_handler()

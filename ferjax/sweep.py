@@ -17,7 +17,10 @@ continues the sweep. Other `--config.*` overrides apply to every run.
 The table (`<workdir>/sweep.md`, and `sweep.json` with every number) has one
 row per run with the best-checkpoint and final WAR (accuracy) and UAR (mean
 class recall), then the mean ± sample standard deviation over runs; DFEW's
-protocol reports the mean over its five folds.
+protocol reports the mean over its five folds. The best checkpoint is the
+one chosen on `config.data.validation`: with a holdout, its test metrics.
+
+`ferjax.compare` runs several configs this way and tables them together.
 """
 
 import dataclasses
@@ -83,29 +86,38 @@ def plan(folds: Sequence[str | None], seeds: Sequence[int]) -> list[Run]:
   return [Run(f, s) for f in folds for s in seeds]
 
 
+def selected(results: dict) -> dict:
+  """The eval-split metrics of the best checkpoint: where the holdout
+  chose it (`at_best_validation`), else the best evaluation."""
+  chosen = results.get('at_best_validation')
+  return chosen['eval'] if chosen else results['best']
+
+
 def row(run: Run, results: dict) -> dict:
   """A table row from a run's results.json contents."""
+  best = selected(results)
   return {
     'run': run.name,
     'fold': run.fold,
     'seed': run.seed,
-    'best_war': results['best']['war'],
-    'best_uar': results['best']['uar'],
+    'best_war': best['war'],
+    'best_uar': best['uar'],
     'final_war': results['final']['war'],
     'final_uar': results['final']['uar'],
   }
 
 
+def mean_std(values: Sequence[float]) -> dict:
+  """{'mean', 'std'}: the sample standard deviation, 0 for one value."""
+  return {
+    'mean': statistics.fmean(values),
+    'std': statistics.stdev(values) if len(values) > 1 else 0.0,
+  }
+
+
 def aggregate(rows: Sequence[dict]) -> dict:
   """Mean and sample standard deviation (0 for one run) of each metric."""
-  summary = {}
-  for m in METRICS:
-    values = [r[m] for r in rows]
-    summary[m] = {
-      'mean': statistics.fmean(values),
-      'std': statistics.stdev(values) if len(values) > 1 else 0.0,
-    }
-  return summary
+  return {m: mean_std([r[m] for r in rows]) for m in METRICS}
 
 
 def markdown(rows: Sequence[dict], summary: dict) -> str:
@@ -123,11 +135,35 @@ def markdown(rows: Sequence[dict], summary: dict) -> str:
   return '\n'.join(lines) + '\n'
 
 
-def _results_of(workdir: str) -> dict | None:
+def results_of(workdir: str) -> dict | None:
+  """A run's results.json, or None while it has not finished."""
   path = os.path.join(workdir, writers.RESULTS_FILE)
   if not os.path.exists(path):
     return None
   return writers.read_json(path)
+
+
+def results_or_train(
+  config, workdir: str, run: Run, train_fn: Callable[..., dict]
+) -> dict:
+  """A run's results: read if it finished, else trained (or resumed).
+
+  Args:
+    config: the base config; the run's copy sets the fold and the seed.
+    workdir: the run's folder.
+    run: the (fold, seed).
+    train_fn: `ferjax.train.train_and_evaluate` or a stand-in.
+  """
+  results = results_of(workdir)
+  if results is not None:
+    return results
+  run_config = config.copy_and_resolve_references()
+  with run_config.unlocked():
+    if run.fold is not None:
+      run_config.data.config = run.fold
+    run_config.seed = run.seed
+  logging.info('Run %s in %s', run.name, workdir)
+  return train_fn(run_config, workdir)
 
 
 def sweep(
@@ -150,16 +186,7 @@ def sweep(
   rows = []
   for run in runs:
     run_dir = os.path.join(workdir, run.name)
-    results = _results_of(run_dir)
-    if results is None:
-      run_config = config.copy_and_resolve_references()
-      with run_config.unlocked():
-        if run.fold is not None:
-          run_config.data.config = run.fold
-        run_config.seed = run.seed
-      logging.info('Sweep run %s in %s', run.name, run_dir)
-      results = train_fn(run_config, run_dir)
-    rows.append(row(run, results))
+    rows.append(row(run, results_or_train(config, run_dir, run, train_fn)))
   summary = aggregate(rows)
   table = {'rows': rows, 'summary': summary}
   writers.write_json(os.path.join(workdir, 'sweep.json'), table)

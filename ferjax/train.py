@@ -9,7 +9,6 @@ else `config.init_from` (a ferjax workdir or a PyTorch .pth), else scratch.
 
 import dataclasses
 import functools
-import os
 from typing import Any
 
 import flax
@@ -21,8 +20,6 @@ import optax
 from absl import logging
 
 from ferjax import checkpointing
-from ferjax import evaluate as evaluate_lib
-from ferjax import labels as labels_lib
 from ferjax import losses
 from ferjax import models
 from ferjax import optim
@@ -32,6 +29,7 @@ from ferjax import viz
 from ferjax import writers
 from ferjax.data import device_augment
 from ferjax.data import pipeline
+from ferjax.evaluate import evaluator as evaluator_lib
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -159,46 +157,6 @@ def load_init_from(config, state: TrainState) -> TrainState:
   )
 
 
-class _Evaluator:
-  """Runs the jitted eval step over a padded split; returns metrics."""
-
-  def __init__(self, config, split, model, mesh, state_sharding):
-    self.config, self.split = config, split
-    self.data_sharding = sharding.data_sharding(mesh)
-    self.class_names = list(labels_lib.class_names(config.data.num_classes))
-    self.step_fn = jax.jit(
-      functools.partial(
-        evaluate_lib.eval_step,
-        model=model,
-        num_classes=config.data.num_classes,
-      ),
-      in_shardings=(state_sharding, self.data_sharding),
-      out_shardings=sharding.replicated(mesh),
-    )
-    self.dataset, self.num_examples, self.num_batches = pipeline.eval_dataset(
-      config, split
-    )
-
-  def run(self, state) -> dict:
-    totals = None
-    for batch in self.dataset:
-      sums = self.step_fn(
-        state, sharding.global_batch(batch, self.data_sharding)
-      )
-      totals = sums if totals is None else jax.tree.map(jnp.add, totals, sums)
-    totals = jax.device_get(totals)
-    if int(totals['count']) != self.num_examples:  # Padding must not count.
-      raise RuntimeError(
-        f'Evaluated {int(totals["count"])} examples of {self.split!r}, '
-        f'expected {self.num_examples}.'
-      )
-    metrics = evaluate_lib.metrics_from_confusion(
-      totals['confusion'], self.class_names
-    )
-    metrics['loss'] = float(totals['loss_sum']) / max(self.num_examples, 1)
-    return metrics
-
-
 def _flush_train_metrics(pending, writer, progress, saved=None) -> dict:
   """Averages per-step metrics since the last flush; stops on NaN/Inf.
 
@@ -228,11 +186,7 @@ def _flush_train_metrics(pending, writer, progress, saved=None) -> dict:
   return mean
 
 
-def _eval_record(metrics: dict) -> dict:
-  return {f'eval/{k}': v for k, v in metrics.items()}
-
-
-def _write_plots(save, *args) -> None:
+def write_plots(save, *args) -> None:
   """Runs a `ferjax.viz` writer on process 0; a failure is only logged.
 
   Plots are a by-product: a missing font or a full disk must not stop a
@@ -368,10 +322,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   data_sharding = sharding.data_sharding(run.mesh)
   step_fn = run.trainable.step_fn
   split = config.data.eval_split
-  evaluator = _Evaluator(config, split, run.model, run.mesh, run.state_sharding)
+  placed = (run.model, run.mesh, run.state_sharding)
+  evaluator = evaluator_lib.Evaluator(config, split, *placed)
+  # Chooses the best checkpoint when config.data.validation is not `split`.
+  validator = evaluator_lib.validator(config, *placed)
+  chooser = evaluator_lib.VALIDATION_PREFIX if validator else 'eval'
   eval_every = max(1, round(config.eval_every_epochs * run.steps_per_epoch))
   best_metric = config.best_metric
-  best = writers.best_so_far(run.workdir, best_metric)
+  best = writers.best_so_far(run.workdir, best_metric, chooser)
   progress = writers.Progress(start, run.total_steps, config.batch_size)
   log_every = config.log_every_steps
   pending, last_eval = [], None
@@ -388,16 +346,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
         _flush_train_metrics(pending, writer, progress, ckpt.latest_step())
       if eval_now:
         last_eval = evaluator.run(state)
-        writer.write(step, _eval_record(last_eval))
-        _write_plots(viz.save_eval_plots, run.workdir, last_eval, split, step)
+        record, scored = evaluator_lib.records(last_eval), last_eval
+        if validator:
+          scored = validator.run(state)
+          record.update(evaluator_lib.records(scored, chooser))
+        writer.write(step, record)
+        write_plots(viz.save_eval_plots, run.workdir, last_eval, split, step)
         logging.info(
           'step %d: eval WAR %.4f UAR %.4f',
           step,
           last_eval['war'],
           last_eval['uar'],
         )
-        if last_eval[best_metric] > best:
-          best = last_eval[best_metric]
+        if scored[best_metric] > best:
+          best = scored[best_metric]
           ckpt.save_best(step, state)
           writer.checkpoint_saved()
       if preemption.requested and not save_now:  # SIGTERM came just now.
@@ -420,14 +382,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
   writer.close()
   if last_eval is None:  # Resumed at the end: evaluate the final state.
     last_eval = evaluator.run(state)
-    _write_plots(
+    write_plots(
       viz.save_eval_plots, run.workdir, last_eval, split, run.total_steps
     )
   results = writers.summarise(
     run.workdir, best_metric, last_eval, run.total_steps
   )
+  selected = evaluator_lib.at_best_validation(
+    config, writers.read_metrics(run.workdir)
+  )
+  if selected:
+    results['at_best_validation'] = selected
   writers.write_results(run.workdir, results)
-  _write_plots(viz.save_training_curves, run.workdir)
+  write_plots(viz.save_training_curves, run.workdir)
   return results
 
 
@@ -437,34 +404,3 @@ def _loss_fn(config):
   fields = config.loss.to_dict()
   del fields['name']
   return losses.bind(models.loss_name(config), **fields)
-
-
-def evaluate(config: ml_collections.ConfigDict, workdir: str) -> dict:
-  """Evaluates the workdir's best (else latest) checkpoint on the eval split.
-
-  Writes workdir/eval_<split>.json, plots/confusion_<split>.png and
-  plots/recall_<split>.png, and returns the metrics.
-  """
-  run = Setup(config, workdir)
-  ckpt = run.checkpointer
-  if ckpt.best_step() is not None:
-    state, step = ckpt.restore_best(run.state), ckpt.best_step()
-  elif ckpt.latest_step() is not None:
-    step = ckpt.latest_step()
-    state = ckpt.restore(step, run.state, iter(run.train_data))
-  else:
-    raise FileNotFoundError(
-      f'--workdir={run.workdir} has no checkpoint to evaluate; train first '
-      'with --mode=train.'
-    )
-  ckpt.close()
-  split = config.data.eval_split
-  metrics = _Evaluator(
-    config, split, run.model, run.mesh, run.state_sharding
-  ).run(state)
-  metrics['step'] = int(step)
-  if jax.process_index() == 0:
-    name = f'eval_{split.replace("/", "_").replace(":", "_")}.json'
-    writers.write_json(os.path.join(run.workdir, name), metrics)
-  _write_plots(viz.save_eval_plots, run.workdir, metrics, split, int(step))
-  return metrics

@@ -178,10 +178,12 @@ def read_metrics(workdir: str) -> list[dict]:
   return read_records(os.path.join(workdir, METRICS_FILE))
 
 
-def best_so_far(workdir: str, metric: str) -> float:
-  """The best `eval/<metric>` logged so far (-inf before any evaluation)."""
-  evals = [r for r in read_metrics(workdir) if f'eval/{metric}' in r]
-  return max((r[f'eval/{metric}'] for r in evals), default=-math.inf)
+def best_so_far(workdir: str, metric: str, prefix: str = 'eval') -> float:
+  """The best `<prefix>/<metric>` logged so far (-inf before any)."""
+  key = f'{prefix}/{metric}'
+  return max(
+    (r[key] for r in read_metrics(workdir) if key in r), default=-math.inf
+  )
 
 
 def summarise(workdir, best_metric, final, total_steps) -> dict:

@@ -275,6 +275,8 @@ def test_global_absl_flags_are_accepted_but_not_the_commands():
 COMMANDS = [
   'run',
   'ferjax.sweep',
+  'ferjax.compare',
+  'ferjax.evaluate.__main__',
   'ferjax.export',
   'ferjax.weights.__main__',
   'ferjax.predict.__main__',
@@ -283,6 +285,7 @@ COMMANDS = [
   'bench.run',
   'bench.suite',
   'bench.memory',
+  'bench.learning',
   'bench.throughput',
   'bench.train_throughput',
   'bench.synthetic_baselines',

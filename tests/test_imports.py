@@ -8,8 +8,13 @@ imported). The layers, lowest first, are the design's:
     -> layers, losses, data, faces, tfds_builders, optim, sharding, evaluate
     -> models -> weights -> checkpointing, checkpoint_checks, viz
     -> export_common
-    -> train, predict, export, export_onnx, sweep
+    -> train, evaluate.trained, evaluate.__main__, measure, compare,
+       predict, export, export_onnx, sweep
     -> configs, bench, run.py
+
+`ferjax.evaluate` spans two layers: its metrics, class matching and
+evaluator need only data and sharding (the trainer uses them); evaluating a
+trained run and the command load checkpoints and models.
 """
 
 import ast
@@ -47,6 +52,10 @@ LAYERS = (
   ('ferjax.export_common',),
   (
     'ferjax.train',
+    'ferjax.evaluate.trained',
+    'ferjax.evaluate.__main__',
+    'ferjax.measure',
+    'ferjax.compare',
     'ferjax.predict',
     'ferjax.export',
     'ferjax.export_onnx',

@@ -15,6 +15,7 @@ from ferjax import models
 from ferjax import train
 from ferjax import writers
 from ferjax.data import pipeline
+from ferjax.evaluate import trained as trained_lib
 
 
 def _json(workdir, name):
@@ -54,9 +55,17 @@ def test_smoke_run_writes_logs_checkpoints_and_results(trained):
   assert os.listdir(os.path.join(workdir, 'tb'))
 
 
-def test_eval_mode_matches_best_checkpoint(trained):
+def test_eval_mode_matches_best_checkpoint(trained, monkeypatch):
   config, workdir, _ = trained
-  metrics = train.evaluate(config, workdir)
+
+  data_source = pipeline.data_source
+
+  def eval_split_only(cfg, split, **kwargs):  # --mode=eval needs no train.
+    assert split == config.data.eval_split, split
+    return data_source(cfg, split, **kwargs)
+
+  monkeypatch.setattr(pipeline, 'data_source', eval_split_only)
+  metrics = trained_lib.evaluate_config(config, workdir)
   best = _json(workdir, 'results.json')['best']
   assert metrics['num_examples'] == 140
   assert metrics['step'] == best['step']

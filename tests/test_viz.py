@@ -115,7 +115,7 @@ def test_plot_failures_are_logged_not_raised(caplog):
     raise RuntimeError('no fonts')
 
   caplog.set_level(logging.ERROR, logger='absl')
-  train._write_plots(fails, '/nonexistent', {}, 'test', 1)
+  train.write_plots(fails, '/nonexistent', {}, 'test', 1)
   assert 'Writing plots with fails failed' in caplog.text
   assert 'RuntimeError: no fonts' in caplog.text
 

@@ -18,6 +18,8 @@ from collections.abc import Mapping
 
 import ml_collections
 
+from ferjax.data import holdout
+
 
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
@@ -170,6 +172,7 @@ def check_data_config(data: ml_collections.ConfigDict) -> None:
   for field in ('train_split', 'eval_split'):
     if data.get(field) not in s.splits:
       _fail(data.name, field, data.get(field), list(s.splits))
+  holdout.check(data.get('validation') or data.eval_split, s.splits, data.name)
   if data.num_classes != s.configs[builder_config]:
     _fail(
       data.name, 'num_classes', data.num_classes, [s.configs[builder_config]]
@@ -210,8 +213,9 @@ def set_dataset(
   """Points `config` at a dataset with its defaults.
 
   Sets `config.data.{name, config, num_classes, train_split, eval_split,
-  sampling, crop}` and `config.augment.size`; the caller overrides any of
-  them afterwards.
+  validation, sampling, crop}` (validation: the eval split, as the papers
+  choose the best checkpoint) and `config.augment.size`; the caller
+  overrides any of them afterwards.
 
   Args:
     config: a config made by `configs.common.base_config()`.
@@ -230,6 +234,7 @@ def set_dataset(
   config.data.num_classes = s.configs[builder_config]
   config.data.train_split = s.train_split
   config.data.eval_split = s.eval_split
+  config.data.validation = s.eval_split
   config.data.sampling = s.sampling
   config.data.crop = s.crop_for(builder_config)
   config.augment.size = s.input_size

@@ -41,9 +41,14 @@ yields the decoded images (all of one size, or resized to
 `config.augment.device_source_size`) with an 'augment' entry of drawn
 parameters, the same draws as the host path, and the train step applies
 them with `ferjax.data.device_augment.batch_images`. Eval is unchanged.
+
+With `config.data.validation='holdout:F'` (`ferjax.data.holdout`) training
+reads the train split less a stratified holdout, which `holdout_source`
+serves for choosing the best checkpoint.
 """
 
 import dataclasses
+import functools
 import math
 from typing import Any
 
@@ -60,6 +65,7 @@ from ferjax.data import build as build_lib
 from ferjax.data import clips
 from ferjax.data import datasets
 from ferjax.data import decoded_cache
+from ferjax.data import holdout
 from ferjax.data import maps
 
 
@@ -137,21 +143,7 @@ def data_source(cfg: ml_collections.ConfigDict, split: str, clip: bool = False):
       build_lib.build(cfg.name, manual_dir=cfg.get('manual_dir'), **kwargs)
     if jax.process_count() > 1:  # Everyone waits for process 0's build.
       multihost_utils.sync_global_devices(f'build {_tfds_name(cfg)}')
-  if not build_lib.is_built(cfg.name, **kwargs):
-    command = build_lib.build_command(
-      cfg.name, manual_dir=cfg.get('manual_dir'), **kwargs
-    )
-    release = (
-      f'\n(RELEASE_DIR: where you unpacked the release; '
-      f'tfds_builders/{cfg.name}/README.md says how to get it)'
-      if 'RELEASE_DIR' in command
-      else ''
-    )
-    raise DatasetNotBuiltError(
-      f'Dataset {_tfds_name(cfg)!r} is not built in '
-      f'{cfg.get("data_dir") or "the default TFDS data_dir"}. Build it '
-      f'with:\n  {command}{release}'
-    )
+  require_built(cfg)
   kwargs = dict(split=split, data_dir=cfg.get('data_dir'), download=False)
   source = tfds.data_source(_tfds_name(cfg), **kwargs)
   features = source.dataset_info.features
@@ -171,6 +163,31 @@ def data_source(cfg: ml_collections.ConfigDict, split: str, clip: bool = False):
   return source
 
 
+def require_built(cfg: ml_collections.ConfigDict) -> None:
+  """Raises `DatasetNotBuiltError` with the build command unless built.
+
+  Args:
+    cfg: `config.data` (name, config, data_dir, manual_dir).
+  """
+  kwargs = dict(config=cfg.get('config'), data_dir=cfg.get('data_dir'))
+  if build_lib.is_built(cfg.name, **kwargs):
+    return
+  command = build_lib.build_command(
+    cfg.name, manual_dir=cfg.get('manual_dir'), **kwargs
+  )
+  release = (
+    f'\n(RELEASE_DIR: where you unpacked the release; '
+    f'tfds_builders/{cfg.name}/README.md says how to get it)'
+    if 'RELEASE_DIR' in command
+    else ''
+  )
+  raise DatasetNotBuiltError(
+    f'Dataset {_tfds_name(cfg)!r} is not built in '
+    f'{cfg.get("data_dir") or "the default TFDS data_dir"}. Build it '
+    f'with:\n  {command}{release}'
+  )
+
+
 def _decoded(cfg: ml_collections.ConfigDict, source, split: str, clip: bool):
   """`source` served from its decoded cache (`config.data.decoded_cache`)."""
   if clip:
@@ -188,24 +205,30 @@ def _decoded(cfg: ml_collections.ConfigDict, source, split: str, clip: bool):
   )
 
 
-def _undecoded_source(cfg: ml_collections.ConfigDict, split: str):
+def _undecoded_source(name: str, data_dir: str | None, split: str):
   """`split` with its images and frames left encoded, to read metadata."""
-  kwargs = dict(split=split, data_dir=cfg.get('data_dir'), download=False)
-  features = tfds.data_source(_tfds_name(cfg), **kwargs).dataset_info.features
-  return tfds.data_source(
-    _tfds_name(cfg), decoders=_skip_decoders(features), **kwargs
-  )
+  kwargs = dict(split=split, data_dir=data_dir, download=False)
+  features = tfds.data_source(name, **kwargs).dataset_info.features
+  return tfds.data_source(name, decoders=_skip_decoders(features), **kwargs)
 
 
 def read_labels(cfg: ml_collections.ConfigDict, split: str) -> np.ndarray:
   """The integer label of every example of `split`, without decoding images.
 
-  Costs one pass over the records (~70 us each on one core).
+  Costs one pass over the records (~70 us each on one core) the first time;
+  the (read-only) result is kept for later calls.
   """
-  source = _undecoded_source(cfg, split)
-  return np.fromiter(
+  return _labels(_tfds_name(cfg), cfg.get('data_dir'), split)
+
+
+@functools.lru_cache(maxsize=8)
+def _labels(name: str, data_dir: str | None, split: str) -> np.ndarray:
+  source = _undecoded_source(name, data_dir, split)
+  labels = np.fromiter(
     (source[i]['label'] for i in range(len(source))), np.int32, len(source)
   )
+  labels.flags.writeable = False
+  return labels
 
 
 def _frame_count(record) -> int:
@@ -228,7 +251,9 @@ def frame_counts(source) -> np.ndarray:
 
 def read_frame_counts(cfg: ml_collections.ConfigDict, split: str):
   """`frame_counts` of `split`, without decoding any frame."""
-  return frame_counts(_undecoded_source(cfg, split))
+  return frame_counts(
+    _undecoded_source(_tfds_name(cfg), cfg.get('data_dir'), split)
+  )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -298,6 +323,28 @@ def drop_short_clips(
   return Subset(source, kept), kept
 
 
+def holdout_source(config: ml_collections.ConfigDict, part: str):
+  """One part of the train split under `config.data.validation='holdout:F'`.
+
+  Args:
+    config: the run's config; `config.seed` fixes the holdout.
+    part: 'train' (what trains) or 'validation' (the holdout).
+
+  Returns:
+    (a `Subset` of the train split, its labels), or None when
+    `config.data.validation` is not a holdout.
+  """
+  fraction = holdout.fraction(config.data.get('validation') or '')
+  if fraction is None:
+    return None
+  split = config.data.train_split
+  source = data_source(config.data, split, clip=clip_config(config) is not None)
+  labels = read_labels(config.data, split)
+  train, validation = holdout.split_indices(labels, fraction, config.seed)
+  indices = {'train': train, 'validation': validation}[part]
+  return Subset(source, indices), labels[indices]
+
+
 @dataclasses.dataclass(frozen=True)
 class Plan:
   """Batch arithmetic shared by the train and eval pipelines."""
@@ -363,6 +410,9 @@ def train_dataset(config: ml_collections.ConfigDict, source=None, labels=None):
   split = config.data.train_split
   clip = clip_config(config)
   given = source is not None
+  held = None if given else holdout_source(config, 'train')
+  if held is not None:  # Its frames are counted from the source itself.
+    (source, labels), given = held, True
   if not given:
     source = data_source(config.data, split, clip=clip is not None)
   source, kept = drop_short_clips(config, source, None if given else split)

@@ -56,18 +56,13 @@ size and count (`size_dependent_shapes`; a mismatch is a clear error).
 Inputs are [0, 1] frames without mean/std normalisation, as IAL. The
 auxiliary classifiers have num_classes outputs (IAL hard-codes its 7).
 
-Initialisation as IAL: convolutions Kaiming-normal (fan_out), BatchNorm 1
-and 0, Linear layers and LayerNorms PyTorch's defaults, position embeddings
-standard normal. BatchNorm follows PyTorch (momentum 0.1, eps 1e-5) over the
-B * T frames.
+Initialisation as IAL (convolutions Kaiming-normal fan_out, PyTorch's
+defaults elsewhere, position embeddings standard normal); BatchNorm as
+PyTorch's (momentum 0.1, eps 1e-5) over the B * T frames.
 
-Two fields change how the model is computed but not its variables:
-`depthwise_grad` picks the implementation of the global-conv layers `gc_0`
-(depthwise convs; 'auto': window products on CPU, where XLA's depthwise
-kernel gradient is a dense convolution, XLA's convolutions on GPU and TPU;
-`ferjax.layers.depthwise`), and `remat` rematerialises the residual blocks
-(`layer2_0`, `layer3_0`, `layer4_*`) and the transformer layers in the
-backward pass (more compute, much less activation memory).
+`depthwise_grad` (on CPU, XLA's depthwise kernel gradient is a dense
+convolution; `ferjax.layers.depthwise`) and `remat` change how the model is
+computed, not its variables.
 
 Parameters of the 7-class model at 16 x 112 x 112: 18,936,775 with
 `attention='gca'`, exactly the parameters of IAL's official model that take
@@ -97,7 +92,7 @@ from ferjax.models.backbones import resnet
 
 Dtype = Any
 
-# Channels of the stem and of the four stages; blocks per stage.
+# Channels of the stem and of the four stages (IAL's: `width` 64); blocks.
 STEM_WIDTH = 64
 WIDTHS = (64, 128, 256, 256)
 STAGE_SIZES = (1, 1, 1, 3)
@@ -176,15 +171,22 @@ RematGCABlock = nn.remat(GCABlock, static_argnums=(2,))
 RematBasicBlock = nn.remat(resnet.BasicBlock, static_argnums=(2,))
 
 
-def stem(x: jax.Array, *, train: bool, dtype: Dtype) -> jax.Array:
+def widths(width: int = STEM_WIDTH) -> tuple[int, ...]:
+  """The four stages' channels for a stem of `width` (IAL: 64)."""
+  return tuple(c * width // STEM_WIDTH for c in WIDTHS)
+
+
+def stem(
+  x: jax.Array, *, train: bool, dtype: Dtype, width: int = STEM_WIDTH
+) -> jax.Array:
   """IAL's stem, created in the calling module: 112 px -> 28 px.
 
   `conv1_0` 3x3/2 - `conv1_1` BN - ReLU - `conv1_3` 3x3 - `bn1` - ReLU -
   max-pool 3x3/2 (padding 1, as torch's: the padding never wins).
   """
-  x = torch_nn.conv(STEM_WIDTH, 3, 'conv1_0', strides=2, dtype=dtype)(x)
+  x = torch_nn.conv(width, 3, 'conv1_0', strides=2, dtype=dtype)(x)
   x = nn.relu(torch_nn.batch_norm('conv1_1', train=train, dtype=dtype)(x))
-  x = torch_nn.conv(STEM_WIDTH, 3, 'conv1_3', dtype=dtype)(x)
+  x = torch_nn.conv(width, 3, 'conv1_3', dtype=dtype)(x)
   x = nn.relu(torch_nn.batch_norm('bn1', train=train, dtype=dtype)(x))
   return nn.max_pool(x, (3, 3), strides=(2, 2), padding=((1, 1), (1, 1)))
 
@@ -203,7 +205,7 @@ def halved(side: int, times: int) -> int:
 
 
 def size_dependent_shapes(
-  num_frames: int, height: int, width: int
+  num_frames: int, height: int, width: int, channels: int = STEM_WIDTH
 ) -> dict[tuple[str, ...], tuple[int, ...]]:
   """Parameter shapes that follow the frame size, by parameter path.
 
@@ -214,11 +216,12 @@ def size_dependent_shapes(
   h2, w2 = halved(height, 3), halved(width, 3)
   h3, w3 = halved(height, 4), halved(width, 4)
   cells = halved(height, 5) * halved(width, 5)
+  stages = widths(channels)
   return {
-    ('layer2_0', 'gc_0', 'kernel'): (h2, w2, 1, WIDTHS[1]),
-    ('layer3_0', 'gc_0', 'kernel'): (h3, w3, 1, WIDTHS[2]),
-    ('pos_embedding_pos',): (1, cells, WIDTHS[3]),
-    ('pos_embedding',): (1, num_frames, WIDTHS[3] * cells),
+    ('layer2_0', 'gc_0', 'kernel'): (h2, w2, 1, stages[1]),
+    ('layer3_0', 'gc_0', 'kernel'): (h3, w3, 1, stages[2]),
+    ('pos_embedding_pos',): (1, cells, stages[3]),
+    ('pos_embedding',): (1, num_frames, stages[3] * cells),
   }
 
 
@@ -262,6 +265,8 @@ class GCSA(nn.Module):
     pixel_mean: per-channel mean subtracted from the [0, 1] frames; None
       (the default, as IAL) subtracts nothing.
     pixel_std: per-channel std dividing the frames; None divides by nothing.
+    width: channels of the stem and layer1 (IAL: 64; layer2-4 have 2, 4
+      and 4 times as many); narrower variants (>= 8) keep every module.
   """
 
   num_classes: int = 7
@@ -285,6 +290,7 @@ class GCSA(nn.Module):
   pixel_std: tuple[float, ...] | None = None
   depthwise_grad: str = 'auto'
   remat: bool = False
+  width: int = STEM_WIDTH
 
   def _check_fields(self) -> None:
     if self.attention not in gcsa_attention.ATTENTIONS:
@@ -302,6 +308,8 @@ class GCSA(nn.Module):
         f'{ATTENTION_STAGES}, or () for none.'
       )
     depthwise.check_grad(self.depthwise_grad, owner='GCSA')
+    if self.width < 8:  # The channel attention needs 16 channels.
+      raise ValueError(f'GCSA width={self.width} must be >= 8 (IAL: 64).')
     if self.num_frames < 2:
       raise ValueError(
         f'GCSA num_frames={self.num_frames}; the dynamic branch needs at '
@@ -343,7 +351,7 @@ class GCSA(nn.Module):
     params = self.variables['params']
     wrong = []
     for path, want in size_dependent_shapes(
-      self.num_frames, height, width
+      self.num_frames, height, width, self.width
     ).items():
       have = tuple(functools.reduce(lambda t, k: t[k], path, params).shape)
       if have != want:
@@ -386,7 +394,7 @@ class GCSA(nn.Module):
     block = RematBasicBlock if self.remat else resnet.BasicBlock
     for i in range(STAGE_SIZES[3]):
       dynamic = block(
-        features=WIDTHS[3],
+        features=widths(self.width)[3],
         strides=2 if i == 0 else 1,
         dtype=self.dtype,
         name=f'layer4_{i}',
@@ -425,11 +433,11 @@ class GCSA(nn.Module):
     batch, frames = images.shape[:2]
     x = images.reshape(batch * frames, *images.shape[2:]).astype(jnp.float32)
     x = torch_nn.normalize(x, self.pixel_mean, self.pixel_std).astype(dtype)
-    x = stem(x, train=train, dtype=dtype)
+    x = stem(x, train=train, dtype=dtype, width=self.width)
     x = resnet.stage(
       x,
       'layer1',
-      features=WIDTHS[0],
+      features=widths(self.width)[0],
       num_blocks=STAGE_SIZES[0],
       strides=1,
       train=train,
@@ -439,7 +447,7 @@ class GCSA(nn.Module):
     gca_block = RematGCABlock if self.remat else GCABlock
     for stage in ATTENTION_STAGES:
       x, aux = gca_block(
-        WIDTHS[stage - 1],
+        widths(self.width)[stage - 1],
         strides=2,
         num_frames=frames,
         num_classes=self.num_classes,

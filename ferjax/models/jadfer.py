@@ -357,12 +357,17 @@ class JADFER(Interaction):
     backbone_mode: 'ir' or 'ir_se'.
     pixel_mean: input normalisation (face.evoLVe's 0.5).
     pixel_std: input normalisation (face.evoLVe's 0.5).
+    trunk_width: the IR trunk's first-stage channels (64); narrower for
+      reduced variants only (the IR-50 checkpoint is 64).
+    trunk_units: the IR trunk's units per stage; None: IR-`num_layers`'s.
   """
 
   num_layers: int = 50
   backbone_mode: str = 'ir'
   pixel_mean: tuple[float, ...] | None = irse.PIXEL_MEAN
   pixel_std: tuple[float, ...] | None = irse.PIXEL_STD
+  trunk_width: int = 64
+  trunk_units: tuple[int, ...] | None = None
 
   @nn.compact
   def __call__(
@@ -379,6 +384,8 @@ class JADFER(Interaction):
       pixel_mean=self.pixel_mean,
       pixel_std=self.pixel_std,
       remat=self.remat,
+      width=self.trunk_width,
+      units=self.trunk_units,
       name='backbone',
     )(images, train)
     fields = {f.name: getattr(self, f.name) for f in INTERACTION_FIELDS}

@@ -177,12 +177,16 @@ class MANet(nn.Module):
     pixel_mean: per-channel mean subtracted from the [0, 1] input; None (the
       default, as MA-Net) subtracts nothing.
     pixel_std: per-channel std dividing the input; None divides by nothing.
+    width: channels of the stem and layer1 (64, ResNet-18's); layer2,
+      layer3 and layer4 have 2, 4 and 8 times as many. Narrower variants
+      (width >= 4) keep every module.
   """
 
   num_classes: int = 7
   beta: float = 0.6
   direction: str = 'same'
   branches: str = 'both'
+  width: int = 64
   dtype: Dtype = jnp.float32
   pixel_mean: tuple[float, ...] | None = None
   pixel_std: tuple[float, ...] | None = None
@@ -198,7 +202,10 @@ class MANet(nn.Module):
     )
     outs = []
     for i, patch in enumerate(patches, 1):
-      for name, features, strides in (('layer3', 256, 2), ('layer4', 512, 1)):
+      for name, features, strides in (
+        ('layer3', 4 * self.width, 2),
+        ('layer4', 8 * self.width, 1),
+      ):
         patch = resnet.stage(
           patch,
           f'{name}_1_p{i}',
@@ -222,7 +229,10 @@ class MANet(nn.Module):
 
   def _global(self, x: jax.Array, train: bool) -> jax.Array:
     """The global branch: multi-scale blocks on the whole map; logits."""
-    for name, features in (('layer3_2', 256), ('layer4_2', 512)):
+    for name, features in (
+      ('layer3_2', 4 * self.width),
+      ('layer4_2', 8 * self.width),
+    ):
       x = resnet.stage(
         x,
         name,
@@ -273,15 +283,17 @@ class MANet(nn.Module):
         f'MA-Net branches={self.branches!r}; use one of {BRANCHES}.'
       )
     _check_input(images)
-    dtype = self.dtype
+    if self.width < 4:  # layer3's CBAM needs 16 channels.
+      raise ValueError(f'MA-Net width={self.width} must be >= 4 (MA-Net: 64).')
+    dtype, w = self.dtype, self.width
     x = torch_nn.normalize(
       images.astype(jnp.float32), self.pixel_mean, self.pixel_std
     ).astype(dtype)
-    x = resnet.stem(x, train=train, dtype=dtype)
+    x = resnet.stem(x, width=w, train=train, dtype=dtype)
     x = resnet.stage(
       x,
       'layer1',
-      features=64,
+      features=w,
       num_blocks=2,
       strides=1,
       train=train,
@@ -290,7 +302,7 @@ class MANet(nn.Module):
     x = resnet.stage(
       x,
       'layer2',
-      features=128,
+      features=2 * w,
       num_blocks=2,
       strides=2,
       train=train,

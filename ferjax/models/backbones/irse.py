@@ -45,6 +45,7 @@ variance in its running average; `dtype` sets the compute precision only.
 """
 
 import functools
+from collections.abc import Sequence
 from typing import Any
 
 import jax
@@ -203,6 +204,8 @@ def trunk(
   train: bool = False,
   dtype: Dtype = jnp.float32,
   remat: bool = False,
+  width: int = STAGE_DEPTHS[0],
+  units: Sequence[int] | None = None,
 ) -> jax.Array:
   """Runs `input_layer` and the units of the first `stages` stages.
 
@@ -218,20 +221,23 @@ def trunk(
     dtype: compute dtype.
     remat: rematerialise each unit in the backward pass (`nn.remat`); the
       variables are the same.
+    width: channels of the input layer and the first stage (64); each
+      later stage doubles them. Narrower than 64 is not face.evoLVe's.
+    units: units per stage; None: face.evoLVe's `STAGE_UNITS[num_layers]`.
 
   Returns:
     (B, ceil(H / 2^stages), ceil(W / 2^stages), C) features of the last
-    stage run, C = 64 * 2^(stages - 1).
+    stage run, C = width * 2^(stages - 1).
   """
   unit = RematBottleneckIR if remat else BottleneckIR
-  x = conv(STAGE_DEPTHS[0], 3, 'input_layer_0', dtype=dtype)(x)
+  units = tuple(units or STAGE_UNITS[num_layers])
+  depths = [width * d // STAGE_DEPTHS[0] for d in STAGE_DEPTHS]
+  x = conv(depths[0], 3, 'input_layer_0', dtype=dtype)(x)
   x = torch_nn.batch_norm('input_layer_1', train=train, dtype=dtype)(x)
   x = PReLU(dtype=dtype, name='input_layer_2')(x)
   index = 0
-  for units, depth in zip(
-    STAGE_UNITS[num_layers][:stages], STAGE_DEPTHS, strict=False
-  ):
-    for j in range(units):
+  for count, depth in zip(units[:stages], depths, strict=False):
+    for j in range(count):
       x = unit(
         depth=depth,
         strides=2 if j == 0 else 1,
@@ -271,6 +277,9 @@ class IRTrunk(nn.Module):
       None: none.
     remat: rematerialise every unit in the backward pass (about 30% more
       compute, much less activation memory); same variables.
+    width: channels of the input layer and first stage (64); reduced
+      variants only (face.evoLVe's checkpoints are 64).
+    units: units per stage; None: face.evoLVe's for `num_layers`.
   """
 
   num_layers: int = 50
@@ -280,6 +289,8 @@ class IRTrunk(nn.Module):
   pixel_mean: tuple[float, ...] | None = PIXEL_MEAN
   pixel_std: tuple[float, ...] | None = PIXEL_STD
   remat: bool = False
+  width: int = STAGE_DEPTHS[0]
+  units: Sequence[int] | None = None
 
   @nn.compact
   def __call__(self, images: jax.Array, train: bool = False) -> jax.Array:
@@ -308,6 +319,8 @@ class IRTrunk(nn.Module):
       train=train,
       dtype=self.dtype,
       remat=self.remat,
+      width=self.width,
+      units=self.units,
     )
     return x.astype(jnp.float32)
 

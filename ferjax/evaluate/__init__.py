@@ -5,6 +5,17 @@ FER papers report WAR (weighted average recall = plain accuracy) and UAR
 imbalance). Everything derives from one confusion matrix accumulated on
 device over masked batches, so padded examples never count and every real
 example counts exactly once.
+
+The package, lowest first (`tests/test_imports.py` places each part):
+
+  ferjax.evaluate            the metrics and the eval step (this file)
+  ferjax.evaluate.classes    a model's classes matched to a dataset's by name
+  ferjax.evaluate.evaluator  the jitted eval loop over a split or a holdout
+  ferjax.evaluate.trained    a trained run's checkpoint on any built dataset
+  python -m ferjax.evaluate  that, as a command (`__main__`)
+
+The first three need only data and sharding (the trainer uses them); the
+last two load checkpoints and models, so they sit with the trainer.
 """
 
 import jax
@@ -45,22 +56,41 @@ def metrics_from_confusion(confusion: np.ndarray, class_names=None) -> dict:
   }
 
 
-def eval_step(state, batch, *, model, num_classes: int):
+def eval_step(state, batch, *, model, num_classes: int, classes=None):
   """Sums over one padded batch: confusion matrix, loss sum, example count.
 
   Returns sums (not means) so batches combine exactly; the host reads them
   once per evaluation.
+
+  Args:
+    state: has `variables()`, the model's variables.
+    batch: {'image', 'label', 'mask'}, a padded eval batch.
+    model: the Linen module.
+    num_classes: the dataset's classes; the confusion matrix is square in
+      them (rows true, columns predicted).
+    classes: a `ferjax.evaluate.classes.ClassMatch` when the model's classes
+      are not the dataset's: the argmax then runs over the logits of the
+      classes both have (others are dropped first), and the loss leaves out
+      the examples of classes the model lacks. None: the same classes.
   """
   images = batch['image'].astype(jnp.float32) / 255.0
   outputs = model.apply(state.variables(), images, train=False)
   logits = outputs['logits'].astype(jnp.float32)
-  mask = batch['mask']
+  labels, mask = batch['label'], batch['mask']
+  target, scored = labels, mask
+  if classes is not None:
+    logits = logits[:, jnp.asarray(classes.logit_index)]
+    target = jnp.asarray(classes.position)[labels]
+    scored = mask & (target >= 0)
+  predictions = jnp.argmax(logits, -1)
+  if classes is not None:
+    predictions = jnp.asarray(classes.data_index)[predictions]
   log_probs = jax.nn.log_softmax(logits)
-  nll = -jnp.take_along_axis(log_probs, batch['label'][:, None], axis=1)[:, 0]
+  target = jnp.maximum(target, 0)  # Left-out classes: any index, unscored.
+  nll = -jnp.take_along_axis(log_probs, target[:, None], axis=1)[:, 0]
   return {
-    'confusion': confusion_matrix(
-      batch['label'], jnp.argmax(logits, -1), mask, num_classes
-    ),
-    'loss_sum': jnp.sum(nll * mask),
+    'confusion': confusion_matrix(labels, predictions, mask, num_classes),
+    'loss_sum': jnp.sum(nll * scored),
     'count': jnp.sum(mask.astype(jnp.int32)),
+    'scored': jnp.sum(scored.astype(jnp.int32)),  # Counted in the loss.
   }
