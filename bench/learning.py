@@ -45,6 +45,7 @@ COMMON = {
   'data.auto_build': True,
   'data.sampling': 'uniform',
   'data.validation': 'test',
+  'data.crop': 'synthetic_fer',  # How the predictor crops faces for it.
   'augment.size': 64,
   'augment.crop_scale': (0.8, 1.0),
   'augment.crop_ratio': (0.9, 1.1),
@@ -102,9 +103,9 @@ VARIANTS = {
       'optimizer.name': 'adamw',
       'schedule.base_lr': 2e-3,
       'schedule.warmup_epochs': 1.0,
-      'num_epochs': 12.0,
+      'num_epochs': 28.0,
     },
-    'ConvNeXt depths 1-1-3-1, dims 12-96, no drop path; AdamW 2e-3, 12 epochs',
+    'ConvNeXt depths 1-1-3-1, dims 12-96, no drop path; AdamW 2e-3, 28 epochs',
   ),
   'jadfer': Variant(
     'jadfer_rafdb',
@@ -143,10 +144,10 @@ VARIANTS = {
       'schedule.base_lr': 0.05,
       'batch_size': 32,
       'eval_batch_size': 128,
-      'num_epochs': 24.0,
+      'num_epochs': 44.0,
       'eval_every_epochs': 4.0,
     },
-    '8 frames, width 8 (channels / 8); SGD 0.05, wd 5e-4, 24 epochs',
+    '8 frames, width 8 (channels / 8); SGD 0.05, wd 5e-4, 44 epochs',
   ),
 }
 MODELS = tuple(VARIANTS)
