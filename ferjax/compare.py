@@ -30,7 +30,6 @@ command spent training it); then one row per run.
 """
 
 import dataclasses
-import json
 import os
 import pathlib
 import sys
@@ -122,10 +121,8 @@ def timed(train_fn: Callable[..., dict]) -> Callable[..., dict]:
 
 
 def read_json(path: str) -> dict | None:
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return json.load(f)
+  """`writers.read_json`, or None where the file does not exist yet."""
+  return writers.read_json(path) if os.path.exists(path) else None
 
 
 def cross_metrics(run_dir: str, target: trained.Target, evaluate_fn) -> dict:

@@ -17,7 +17,6 @@ the config given on the command line.
 """
 
 import dataclasses
-import json
 import os
 
 import jax
@@ -30,6 +29,7 @@ from ferjax import models
 from ferjax import sharding
 from ferjax import train
 from ferjax import viz
+from ferjax import writers
 from ferjax.data import build as build_lib
 from ferjax.data import datasets
 from ferjax.data import pipeline
@@ -37,6 +37,7 @@ from ferjax.evaluate import classes as classes_lib
 from ferjax.evaluate import evaluator as evaluator_lib
 
 EVAL_DIR = 'eval'  # <workdir>/eval/<dataset>_<split>_<checkpoint>.json
+WRITE_FIX = 'free space (or fix permissions) and rerun the same command'
 
 
 @dataclasses.dataclass(frozen=True)
@@ -218,10 +219,9 @@ def evaluate_variables(
 
 
 def write_json(path: str, record: dict) -> str:
-  """Writes `record` as indented JSON, atomically, on process 0."""
+  """`writers.write_json` on process 0 (every process has the record)."""
   if jax.process_index() == 0:
-    text = json.dumps(record, indent=2).encode()
-    viz.write_atomic(path, lambda f: f.write(text))
+    writers.write_json(path, record, fix=WRITE_FIX)
   return path
 
 
