@@ -133,6 +133,10 @@ class Compiled:
       runs), so MFU is held to the model's arithmetic, not the backend's.
     executed_flops: the cost analysis of the compiled program, as the
       backend counts it (None if unknown).
+    flops_basis: 'lowered', or 'compiled' where the backend counts only the
+      compiled program and `flops` is that count (on XLA:GPU, jax 0.11.2,
+      JADFER's and GCSA's steps: cuDNN's convolutions left out, so their
+      MFU reads about 13-25x too low), or None.
     memory: XLA's static memory analysis in bytes (argument, output, temp,
       generated code), or None where the backend gives none.
   """
@@ -142,6 +146,7 @@ class Compiled:
   flops: float | None
   executed_flops: float | None
   memory: dict | None
+  flops_basis: str | None = None
 
 
 def _memory_analysis(compiled) -> dict | None:
@@ -165,12 +170,15 @@ def compile_step(jitted, *args) -> Compiled:
   compiled = lowered.compile()
   seconds = time.perf_counter() - start
   executed = mfu_lib.compiled_flops(compiled)
+  model = mfu_lib.compiled_flops(lowered)
+  basis = 'lowered' if model else 'compiled' if executed else None
   return Compiled(
     fn=compiled,
     seconds=seconds,
-    flops=mfu_lib.compiled_flops(lowered) or executed,
+    flops=model or executed,
     executed_flops=executed,
     memory=_memory_analysis(compiled),
+    flops_basis=basis,
   )
 
 

@@ -40,13 +40,16 @@ class Peak:
 
 
 _H100_SXM = Peak('NVIDIA H100 SXM', bf16=989.0, tf32=494.0, f32=67.0)
+# Hopper chips with more memory: the same tensor cores and clocks as H100 SXM.
+_H200 = Peak('NVIDIA H200', bf16=989.0, tf32=494.0, f32=67.0)
+_GH200 = Peak('NVIDIA GH200', bf16=989.0, tf32=494.0, f32=67.0)
 
 # (lowercase substring of jax's device_kind, peak); the first match wins, so
 # more specific names come first.
 PEAKS: tuple[tuple[str, Peak], ...] = (
   ('h100 pcie', Peak('NVIDIA H100 PCIe', bf16=756.0, tf32=378.0, f32=51.0)),
-  ('gh200', _H100_SXM),
-  ('h200', _H100_SXM),
+  ('gh200', _GH200),
+  ('h200', _H200),
   ('h100', _H100_SXM),
   ('a100', Peak('NVIDIA A100', bf16=312.0, tf32=156.0, f32=19.5)),
   ('tpu v6 lite', Peak('TPU v6e', bf16=918.0)),

@@ -168,6 +168,7 @@ class JaxSteps:
         'flops_per_step': flops * devices_ if flops else None,
         'flops_per_example': flops * devices_ / b if flops else None,
         'executed_flops_per_step_per_device': c.executed_flops,
+        'flops_basis': c.flops_basis,
         'compiled_memory': c.memory,
       }
     out['device_peak_bytes'] = common.device_peak_bytes()
@@ -346,6 +347,12 @@ def table(report: dict) -> str:
       f'MFU: {m["value"] * 100:.1f} % of {m["peak_tflops"]:g} TFLOP/s '
       f'({m["peak_basis"]})'
     )
+    if report['jax']['train'].get('flops_basis') == 'compiled':
+      lines.append(
+        '  (FLOPs as the backend counts the compiled step: it gave no count '
+        'of the lowered one, and may leave out library calls such as cuDNN '
+        'convolutions, so this MFU can read low)'
+      )
   mem = report['memory']
   device_gib = _gib(mem['device_peak_bytes'])
   lines.append(

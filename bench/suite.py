@@ -1,6 +1,6 @@
 """Runs a plan of `bench.run` measurements within a time budget.
 
-    python -m bench.suite --plan gpu --out bench_out --budget_s 540
+    python -m bench.suite --plan gpu --out bench_out --budget_s 540 --max_entry_s 200
     python -m bench.suite --plan cpu --out bench_out
 
 Each entry of the plan is one `python -m bench.run ... --json` in its own
@@ -169,7 +169,9 @@ def markdown(statuses: list[dict], out: str) -> str:
   return '\n'.join([HEADER, *rows, '', *notes]) + '\n'
 
 
-def run(plan: str, out: str, budget_s: float, min_entry_s: float) -> list:
+def run(
+  plan: str, out: str, budget_s: float, min_entry_s: float, max_entry_s=0.0
+) -> list:
   os.makedirs(out, exist_ok=True)
   deadline = time.perf_counter() + budget_s
   statuses = []
@@ -186,8 +188,15 @@ def run(plan: str, out: str, budget_s: float, min_entry_s: float) -> list:
         }
       )
       continue
-    statuses.append(run_entry(entry, out, left))
-    print(f'{entry.name}: {statuses[-1]["status"]}', flush=True)
+    timeout = min(left, max_entry_s) if max_entry_s else left
+    statuses.append(run_entry(entry, out, timeout))
+    status = statuses[-1]
+    print(
+      f'{entry.name}: {status["status"]} in {status["seconds"]:.0f} s',
+      flush=True,
+    )
+    if status['status'] != 'ok':
+      print(status['output_tail'], flush=True)
   with open(os.path.join(out, 'suite.json'), 'w') as f:
     json.dump(statuses, f, indent=2)
   text = markdown(statuses, out)
@@ -207,11 +216,18 @@ def _define(fv: flags.FlagValues) -> None:
     'skip entries that would start with less than this left',
     flag_values=fv,
   )
+  flags.DEFINE_float(
+    'max_entry_s',
+    0.0,
+    'stop an entry after this many seconds (0: what is left of the budget), '
+    'so that one slow compile cannot take the whole plan',
+    flag_values=fv,
+  )
   flags.mark_flag_as_required('out', flag_values=fv)
 
 
 def _main(fv: flags.FlagValues) -> int:
-  statuses = run(fv.plan, fv.out, fv.budget_s, fv.min_entry_s)
+  statuses = run(fv.plan, fv.out, fv.budget_s, fv.min_entry_s, fv.max_entry_s)
   return 0 if any(s['status'] == 'ok' for s in statuses) else 1
 
 

@@ -145,6 +145,11 @@ def test_peak_table(kind, platform, dtype, want):
   assert peak == want, basis
 
 
+def test_peak_basis_names_the_chip_measured():
+  _, basis = mfu.peak_tflops('NVIDIA H200', 'gpu', 'bfloat16')
+  assert basis.startswith('NVIDIA H200 '), basis
+
+
 def test_no_peak_for_cpu():
   peak, reason = mfu.peak_tflops('cpu', 'cpu', 'float32')
   assert peak is None
@@ -177,7 +182,22 @@ def test_model_flops_come_from_the_lowered_program():
   compiled = common.compile_step(jax.jit(jnp.matmul), a, b)
   assert compiled.flops == 2 * 8 * 16 * 4
   assert compiled.executed_flops is not None
+  assert compiled.flops_basis == 'lowered'
   assert compiled.fn(a, b).shape == (8, 4)
+
+
+def test_flops_fall_back_to_the_compiled_count_and_say_so(monkeypatch):
+  """XLA:GPU gave no count of some lowered steps: the report must say so."""
+  count = mfu.compiled_flops
+  monkeypatch.setattr(
+    common.mfu_lib,
+    'compiled_flops',
+    lambda c: None if isinstance(c, jax.stages.Lowered) else count(c),
+  )
+  a, b = jnp.ones((8, 16)), jnp.ones((16, 4))
+  compiled = common.compile_step(jax.jit(jnp.matmul), a, b)
+  assert compiled.flops == compiled.executed_flops
+  assert compiled.flops_basis == 'compiled'
 
 
 @pytest.mark.slow
@@ -204,3 +224,13 @@ def test_suite_skips_what_the_budget_cannot_fit_and_stops_overruns(tmp_path):
   status = suite.run_entry(entry, str(tmp_path), timeout=0.5)
   assert status['status'] == 'timeout'
   assert not (tmp_path / 'resnet18_smoke.json').exists()
+
+
+def test_suite_caps_each_entry_so_one_cannot_take_the_budget(tmp_path):
+  from bench import suite
+
+  statuses = suite.run(
+    'smoke', str(tmp_path), budget_s=600, min_entry_s=0, max_entry_s=0.5
+  )
+  assert [s['status'] for s in statuses] == ['timeout', 'timeout']
+  assert all(s['seconds'] < 30 for s in statuses)
