@@ -20,6 +20,7 @@ from ferjax.labels import EXPRESSIONS
 from ferjax.labels import EXPRESSIONS_7
 from tfds_builders import manual_data
 from tfds_builders.affectnet import affectnet_dataset_builder as affectnet
+from tfds_builders.affectnet import releases
 
 DUMMY = pathlib.Path(__file__).parent / 'dummy_data'
 LISTS = pathlib.Path('Manually_Annotated_file_lists')
@@ -64,10 +65,10 @@ def _listed(split):
 
 def test_label_table():
   # AffectNet's ids 0..7 are the canonical order; 8..10 have no class.
-  table = affectnet.AFFECTNET_TO_CANONICAL
+  table = releases.AFFECTNET_TO_CANONICAL
   assert table == {i: i for i in range(8)}
   for i, name in enumerate(EXPRESSIONS):
-    assert affectnet.AFFECTNET_NAMES[i] == name
+    assert releases.AFFECTNET_NAMES[i] == name
 
 
 @pytest.mark.parametrize(
@@ -103,7 +104,7 @@ def test_labels_follow_the_csv(built, config, split):
   names = built('original', config).info.features['label'].names
   for name, ex in examples.items():
     assert ex['original_label'] == int(listed[name]['expression'])
-    assert names[ex['label']] == affectnet.AFFECTNET_NAMES[ex['original_label']]
+    assert names[ex['label']] == releases.AFFECTNET_NAMES[ex['original_label']]
   labels = sorted(ex['label'] for ex in examples.values())
   if split == 'train':  # One row per id 0..10: ids 8..10 (and 7) dropped.
     assert labels == list(range(num_classes))
@@ -172,7 +173,7 @@ def test_image_landmarks_and_box_follow_the_crop(built, line):
   np.testing.assert_allclose(
     ex['landmarks'], (points - [x0, y0]) * scale, rtol=1e-5, atol=1e-3
   )
-  bx, by, bw, bh = (float(row[c]) for c in affectnet.COLUMNS[1:5])
+  bx, by, bw, bh = (float(row[c]) for c in releases.COLUMNS[1:5])
   np.testing.assert_allclose(
     ex['face_box'],
     [(bx - x0) * scale[0], (by - y0) * scale[1], bw * scale[0], bh * scale[1]],
@@ -232,8 +233,8 @@ def test_header_bom_and_crlf_are_optional(tmp_path, header):
   copy = tmp_path / 'training.csv'
   text = '\r\n'.join(lines if header else lines[1:]) + '\r\n'
   copy.write_bytes(('\ufeff' + text).encode())
-  expected = affectnet.read_csv(path)
-  got = affectnet.read_csv(copy)
+  expected = releases.read_csv(path)
+  got = releases.read_csv(copy)
   assert [n - (not header) for n, _ in expected] == [n for n, _ in got]
   for (_, a), (_, b) in zip(expected, got, strict=True):
     np.testing.assert_array_equal(a.pop('landmarks'), b.pop('landmarks'))
@@ -243,12 +244,12 @@ def test_header_bom_and_crlf_are_optional(tmp_path, header):
 def test_original_release_is_preferred(tmp_path):
   for folder in ('Manually_Annotated_file_lists', 'train_set'):
     (tmp_path / 'AffectNet' / folder).mkdir(parents=True)
-  assert affectnet.find_release(tmp_path) == (
+  assert releases.find_release(tmp_path) == (
     'original',
     tmp_path / 'AffectNet',
   )
   shutil.rmtree(tmp_path / 'AffectNet' / 'Manually_Annotated_file_lists')
-  assert affectnet.find_release(tmp_path) == ('npy', tmp_path / 'AffectNet')
+  assert releases.find_release(tmp_path) == ('npy', tmp_path / 'AffectNet')
 
 
 def _build(tmp_path, manual_dir, config='7class'):
