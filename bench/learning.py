@@ -98,7 +98,9 @@ VARIANTS = {
     'mfer_rafdb',
     {
       'model.depths': (1, 1, 3, 1),  # ConvNeXt-B: (3, 3, 27, 3).
-      'model.dims': (12, 24, 48, 96),  # ConvNeXt-B: (128, ..., 1024).
+      # ConvNeXt-B: (128, ..., 1024). 16 rather than 12 at the stem learns
+      # more per minute (20 epochs: 59.4 % in 3.3 min, against 54.8 % in 2.8).
+      'model.dims': (16, 32, 64, 128),
       'model.drop_path_rate': 0.0,
       # At 32 px an epoch costs a quarter of 64 px, and the small ConvNeXt
       # learns about as much per epoch (66 % after 30 epochs, against 69 %
@@ -107,11 +109,11 @@ VARIANTS = {
       'optimizer.name': 'adamw',
       'schedule.base_lr': 2e-3,
       'schedule.warmup_epochs': 1.0,
-      'num_epochs': 90.0,
+      'num_epochs': 85.0,
       'eval_every_epochs': 10.0,
     },
-    'ConvNeXt depths 1-1-3-1, dims 12-96, no drop path; 32 px; AdamW 2e-3, '
-    '90 epochs',
+    'ConvNeXt depths 1-1-3-1, dims 16-128, no drop path; 32 px; AdamW 2e-3, '
+    '85 epochs',
   ),
   'jadfer': Variant(
     'jadfer_rafdb',
