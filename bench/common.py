@@ -134,9 +134,8 @@ class Compiled:
     executed_flops: the cost analysis of the compiled program, as the
       backend counts it (None if unknown).
     flops_basis: 'lowered', or 'compiled' where the backend counts only the
-      compiled program and `flops` is that count (on XLA:GPU, jax 0.11.2,
-      JADFER's and GCSA's steps: cuDNN's convolutions left out, so their
-      MFU reads about 13-25x too low), or None.
+      compiled program and `flops` is that count (XLA:GPU did so for
+      JADFER's and GCSA's steps, leaving out cuDNN's convolutions), or None.
     memory: XLA's static memory analysis in bytes (argument, output, temp,
       generated code), or None where the backend gives none.
   """

@@ -1,6 +1,6 @@
 """Runs a plan of `bench.run` measurements within a time budget.
 
-    python -m bench.suite --plan gpu --out bench_out --budget_s 540 --max_entry_s 200
+    python -m bench.suite --plan gpu --out bench_out --budget_s 540 --max_entry_s 180
     python -m bench.suite --plan cpu --out bench_out
 
 Each entry of the plan is one `python -m bench.run ... --json` in its own
@@ -170,7 +170,11 @@ def markdown(statuses: list[dict], out: str) -> str:
 
 
 def run(
-  plan: str, out: str, budget_s: float, min_entry_s: float, max_entry_s=0.0
+  plan: str,
+  out: str,
+  budget_s: float,
+  min_entry_s: float,
+  max_entry_s: float = 0.0,
 ) -> list:
   os.makedirs(out, exist_ok=True)
   deadline = time.perf_counter() + budget_s

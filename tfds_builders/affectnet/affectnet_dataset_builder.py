@@ -31,6 +31,7 @@ released). Expression ids 0..7 map into ferjax's canonical order; 8 none,
 9 uncertain, 10 non-face, and 7 contempt in `7class`, are dropped and
 counted in `info.metadata['dropped']`. The validation image known to ship
 broken is skipped (if it is) and listed in `info.metadata['skipped']`.
+`releases` finds and reads either release; this module stores the images.
 
 Re-encoding uses JPEG at quality 95 (`jpeg_quality`), not PNG: the sources
 are JPEGs already, and PNG would store their artefacts losslessly at 3-4

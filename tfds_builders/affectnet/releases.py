@@ -97,6 +97,7 @@ class Row:
 def data_error(
   where: manual_data.PathLike, problem: str
 ) -> manual_data.ManualDataError:
+  """A damaged release file: where, what is wrong, and the fix."""
   return manual_data.ManualDataError(
     f'{where}: {problem}. Restore the file from the download.'
   )
