@@ -3,5 +3,7 @@
 `torch_nn` has the PyTorch-style building blocks (torch's initialisers,
 padding and names); the others are attention blocks (CBAM, MFER's DS
 attention, JADFER's JAD attention, GCSA's channel attention, IAL's
-transformer) and depthwise convolutions with fast CPU gradients.
+transformer), depthwise convolutions with fast CPU gradients, and
+`live_taps`, which skips the kernel taps of a convolution that only read
+padding.
 """

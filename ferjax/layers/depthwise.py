@@ -37,7 +37,10 @@ with one of two implementations, chosen by `grad`:
 
 Any other convolution (dense or grouped with more than one channel per
 group, input dilation, other layouts or ranks) goes to
-`jax.lax.conv_general_dilated` unchanged.
+`jax.lax.conv_general_dilated`. Either way the kernel taps that only read
+padding are cut off first (`ferjax.layers.live_taps`: a 7x7 kernel over a
+1x1 map keeps its centre tap), so every convolution built with `conv_fn`
+skips them.
 
 `depthwise_conv(features, kernel_size, grad=..., **fields)` returns an
 `nn.Conv` with `feature_group_count=features` that uses it: its variables
@@ -56,6 +59,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import linen as nn
 from jax import lax
+
+from ferjax.layers import live_taps
 
 GRADS = ('auto', 'native', 'custom')
 # NHWC input and output, HWIO kernel: the layout of `nn.Conv`.
@@ -402,11 +407,21 @@ def conv_general_dilated(
 ) -> jax.Array:
   """`jax.lax.conv_general_dilated` with `depthwise_conv2d` for depthwise.
 
-  2-D NHWC/HWIO convolutions with one input and one output channel per
-  group, no input dilation and the default output dtype go to
-  `depthwise_conv2d(..., grad=grad)`; everything else to
-  `jax.lax.conv_general_dilated` unchanged.
+  Kernel taps that only ever read padding are cut off first
+  (`ferjax.layers.live_taps`). Then 2-D NHWC/HWIO convolutions with one
+  input and one output channel per group, no input dilation and the default
+  output dtype go to `depthwise_conv2d(..., grad=grad)`; everything else to
+  `jax.lax.conv_general_dilated`.
   """
+  rhs, padding = live_taps.trim(
+    lhs,
+    rhs,
+    window_strides,
+    padding,
+    lhs_dilation,
+    rhs_dilation,
+    dimension_numbers,
+  )
   if (
     batch_group_count == 1
     and preferred_element_type is None

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 from flax import linen as nn
 
 from ferjax.layers import depthwise
+from ferjax.layers import live_taps
 
 Dtype = Any
 
@@ -102,6 +103,8 @@ def conv(
   """A bias-free square conv with PyTorch's `padding=kernel_size // 2`.
 
   `kernel_init` defaults to torchvision's ResNet init (`conv_kernel_init`).
+  Taps that only read padding (a 3x3 kernel over a 1x1 map) are skipped
+  (`ferjax.layers.live_taps`); the variables are the plain nn.Conv's.
   """
   pad = kernel_size // 2
   return nn.Conv(
@@ -113,6 +116,7 @@ def conv(
     dtype=dtype,
     kernel_init=kernel_init or conv_kernel_init,
     name=name,
+    conv_general_dilated=live_taps.conv_general_dilated,
   )
 
 
@@ -199,14 +203,12 @@ def trunc_normal_conv(
 ) -> nn.Conv:
   """nn.Conv2d (with bias) with timm's init and PyTorch's padding.
 
-  Grouped convs (groups > 1) run through `ferjax.layers.depthwise` with
-  `depthwise_grad` ('auto', 'native' or 'custom'); its depthwise
-  implementation applies when groups == features == input channels. The
-  variables are those of the plain nn.Conv either way.
+  Every conv runs through `ferjax.layers.depthwise.conv_fn`, which cuts
+  off the kernel taps that only read padding (a 7x7 kernel over a small
+  map) and computes depthwise convs (groups == features == input channels)
+  as `depthwise_grad` says ('auto', 'native' or 'custom'). The variables are
+  those of the plain nn.Conv either way.
   """
-  extra = {}
-  if groups > 1:
-    extra['conv_general_dilated'] = depthwise.conv_fn(depthwise_grad)
   return nn.Conv(
     features,
     (kernel_size, kernel_size),
@@ -217,7 +219,7 @@ def trunc_normal_conv(
     kernel_init=trunc_normal_init,
     bias_init=zeros_init,
     name=name,
-    **extra,
+    conv_general_dilated=depthwise.conv_fn(depthwise_grad),
   )
 
 
