@@ -158,7 +158,7 @@ def test_ds_attention_on_a_1x1_map_computes_one_tap(monkeypatch):
   out = module.apply(variables, x)
 
   monkeypatch.setattr(
-    live_taps, 'trim', lambda lhs, rhs, s, pad, *a: (rhs, pad)
+    live_taps, 'trim', lambda lhs, rhs, s, pad, **k: (rhs, pad)
   )
   assert conv_windows(module.apply, variables, x) == [(7, 7, 16, 16)]
   np.testing.assert_allclose(

@@ -413,15 +413,6 @@ def conv_general_dilated(
   output dtype go to `depthwise_conv2d(..., grad=grad)`; everything else to
   `jax.lax.conv_general_dilated`.
   """
-  rhs, padding = live_taps.trim(
-    lhs,
-    rhs,
-    window_strides,
-    padding,
-    lhs_dilation,
-    rhs_dilation,
-    dimension_numbers,
-  )
   if (
     batch_group_count == 1
     and preferred_element_type is None
@@ -429,6 +420,14 @@ def conv_general_dilated(
       lhs, rhs, lhs_dilation, dimension_numbers, feature_group_count
     )
   ):
+    rhs, padding = live_taps.trim(
+      lhs,
+      rhs,
+      window_strides,
+      padding,
+      rhs_dilation=rhs_dilation,
+      dimension_numbers=dimension_numbers,
+    )
     return depthwise_conv2d(
       lhs,
       rhs,
@@ -438,7 +437,7 @@ def conv_general_dilated(
       grad=grad,
       precision=precision,
     )
-  return lax.conv_general_dilated(
+  return live_taps.conv_general_dilated(
     lhs,
     rhs,
     window_strides,

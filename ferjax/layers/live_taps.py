@@ -60,16 +60,19 @@ def trim(
   rhs: jax.Array,
   window_strides: Sequence[int],
   padding: str | Sequence[tuple[int, int]],
-  lhs_dilation: Sequence[int] | None = None,
-  rhs_dilation: Sequence[int] | None = None,
-  dimension_numbers: Any = None,
+  **conv_kwargs: Any,
 ) -> tuple[jax.Array, str | Sequence[tuple[int, int]]]:
   """(kernel, padding) for `jax.lax.conv_general_dilated` without dead taps.
 
-  Takes the arguments of `jax.lax.conv_general_dilated` and returns `rhs`
-  and `padding` unchanged when every tap is live, when the input is dilated
-  (a transposed convolution), or when cutting would need negative padding.
+  Takes the arguments of `jax.lax.conv_general_dilated`, the keyword ones
+  by name (of those, `lhs_dilation`, `rhs_dilation` and `dimension_numbers`
+  bear on the geometry). Returns `rhs` and `padding` unchanged when every
+  tap is live, when the input is dilated (a transposed convolution), or
+  when cutting would need negative padding.
   """
+  lhs_dilation = conv_kwargs.get('lhs_dilation')
+  rhs_dilation = conv_kwargs.get('rhs_dilation')
+  dimension_numbers = conv_kwargs.get('dimension_numbers')
   spatial_rank = lhs.ndim - 2
   if lhs_dilation is not None and any(d != 1 for d in lhs_dilation):
     return rhs, padding
@@ -97,31 +100,12 @@ def conv_general_dilated(
   rhs: jax.Array,
   window_strides: Sequence[int],
   padding: str | Sequence[tuple[int, int]],
-  lhs_dilation: Sequence[int] | None = None,
-  rhs_dilation: Sequence[int] | None = None,
-  dimension_numbers: Any = None,
   **kwargs: Any,
 ) -> jax.Array:
   """`jax.lax.conv_general_dilated` without the dead taps (`trim`).
 
-  Pass it as `nn.Conv(..., conv_general_dilated=conv_general_dilated)`.
+  Takes the keyword arguments of `jax.lax.conv_general_dilated`, as
+  `nn.Conv` passes them: `nn.Conv(..., conv_general_dilated=this)`.
   """
-  rhs, padding = trim(
-    lhs,
-    rhs,
-    window_strides,
-    padding,
-    lhs_dilation,
-    rhs_dilation,
-    dimension_numbers,
-  )
-  return lax.conv_general_dilated(
-    lhs,
-    rhs,
-    window_strides,
-    padding,
-    lhs_dilation=lhs_dilation,
-    rhs_dilation=rhs_dilation,
-    dimension_numbers=dimension_numbers,
-    **kwargs,
-  )
+  rhs, padding = trim(lhs, rhs, window_strides, padding, **kwargs)
+  return lax.conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs)
