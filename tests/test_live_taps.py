@@ -61,24 +61,34 @@ def conv_case(hw, kernel, channels, groups, seed=0):
   return x, w
 
 
+def conv_windows(fn, *args) -> list[tuple[int, ...]]:
+  """The kernel shapes of the convolutions in `fn`'s jaxpr."""
+  jaxpr = jax.make_jaxpr(fn)(*args)
+  shapes = []
+  for eqn in jaxpr.jaxpr.eqns:
+    if eqn.primitive.name == 'conv_general_dilated':
+      shapes.append(tuple(eqn.invars[1].aval.shape))
+  return shapes
+
+
 CASES = [
-  # (map, kernel, padding, strides, dilation, groups)
-  ((1, 1), (7, 7), ((3, 3), (3, 3)), (1, 1), (1, 1), 1),
-  ((2, 2), (7, 7), ((3, 3), (3, 3)), (1, 1), (1, 1), 1),
-  ((2, 3), (7, 7), ((3, 3), (3, 3)), (1, 1), (1, 1), 4),
-  ((1, 1), (3, 3), ((1, 1), (1, 1)), (1, 1), (1, 1), 4),
-  ((3, 5), (5, 3), ((2, 1), (1, 2)), (2, 1), (1, 1), 1),
-  ((2, 2), (3, 3), ((2, 2), (2, 2)), (1, 1), (2, 2), 1),
-  ((1, 4), (7, 7), 'SAME', (1, 1), (1, 1), 4),
-  ((6, 6), (3, 3), ((1, 1), (1, 1)), (1, 1), (1, 1), 1),  # Nothing to cut.
+  # (map, kernel, padding, strides, dilation, groups, kernel after the cut)
+  ((1, 1), (7, 7), ((3, 3), (3, 3)), (1, 1), (1, 1), 1, (1, 1)),
+  ((2, 2), (7, 7), ((3, 3), (3, 3)), (1, 1), (1, 1), 1, (3, 3)),
+  ((2, 3), (7, 7), ((3, 3), (3, 3)), (1, 1), (1, 1), 4, (3, 5)),
+  ((1, 1), (3, 3), ((1, 1), (1, 1)), (1, 1), (1, 1), 4, (1, 1)),
+  ((3, 5), (5, 3), ((2, 1), (1, 2)), (2, 1), (1, 1), 1, (3, 3)),
+  ((2, 2), (3, 3), ((2, 2), (2, 2)), (1, 1), (2, 2), 1, (1, 1)),
+  ((1, 4), (7, 7), 'SAME', (1, 1), (1, 1), 4, (1, 7)),
+  ((6, 6), (3, 3), ((1, 1), (1, 1)), (1, 1), (1, 1), 1, (3, 3)),  # No cut.
 ]
 
 
 @pytest.mark.parametrize(
-  'hw, kernel, padding, strides, dilation, groups', CASES
+  'hw, kernel, padding, strides, dilation, groups, cut', CASES
 )
 def test_trimmed_conv_equals_the_full_one(
-  hw, kernel, padding, strides, dilation, groups
+  hw, kernel, padding, strides, dilation, groups, cut
 ):
   x, w = conv_case(hw, kernel, 4, groups)
 
@@ -95,25 +105,17 @@ def test_trimmed_conv_equals_the_full_one(
       )
       return jnp.sum(jnp.sin(y)), y
 
-    return jax.jit(jax.value_and_grad(fn, argnums=(0, 1), has_aux=True))
+    return jax.value_and_grad(fn, argnums=(0, 1), has_aux=True)
 
-  (value, y), grads = loss(live_taps.conv_general_dilated)(x, w)
-  (want_value, want_y), want_grads = loss(jax.lax.conv_general_dilated)(x, w)
+  assert conv_windows(loss(live_taps.conv_general_dilated), x, w)[0][:2] == cut
+  (value, y), grads = jax.jit(loss(live_taps.conv_general_dilated))(x, w)
+  loss_full = jax.jit(loss(jax.lax.conv_general_dilated))
+  (want_value, want_y), want_grads = loss_full(x, w)
   np.testing.assert_allclose(y, want_y, rtol=1e-5, atol=1e-5)
   np.testing.assert_allclose(value, want_value, rtol=1e-5, atol=1e-5)
   for have, want in zip(grads, want_grads, strict=True):
     assert have.shape == want.shape
     np.testing.assert_allclose(have, want, rtol=1e-5, atol=1e-5)
-
-
-def conv_windows(fn, *args) -> list[tuple[int, ...]]:
-  """The kernel shapes of the convolutions in `fn`'s jaxpr."""
-  jaxpr = jax.make_jaxpr(fn)(*args)
-  shapes = []
-  for eqn in jaxpr.jaxpr.eqns:
-    if eqn.primitive.name == 'conv_general_dilated':
-      shapes.append(tuple(eqn.invars[1].aval.shape))
-  return shapes
 
 
 def test_dead_taps_are_not_computed():

@@ -31,7 +31,7 @@ def live_range(
 
   Tap k reads input index o * stride + k * dilation - pads[0] at output o;
   it is kept when that index range meets [0, size). With strides the range
-  has gaps, so a kept tap may still be dead: the test never drops a live one.
+  has gaps, so a kept tap may still be dead: the range never drops a live one.
 
   Returns:
     (first, last), inclusive; first > last when no tap reads the input.
