@@ -46,6 +46,9 @@ COMMON = {
   'data.sampling': 'uniform',
   'data.validation': 'test',
   'data.crop': 'synthetic_fer',  # How the predictor crops faces for it.
+  # Decoded once per run into the workdir (timed): decoding the PNGs on
+  # the same 2 cores held MFER's variant to 1,710 img/s against 2,250.
+  'data.decoded_cache': True,
   'augment.size': 64,
   'augment.crop_scale': (0.8, 1.0),
   'augment.crop_ratio': (0.9, 1.1),
@@ -145,6 +148,7 @@ VARIANTS = {
     'gcsa_dfew',
     {
       'data.config': 'clip',
+      'data.decoded_cache': False,  # Images only; clips decode per frame.
       'clip.segments': 8,  # IAL: 16 frames (also sets model.num_frames).
       'model.width': 8,  # IAL: 64.
       # Frame size matters more than width here: after 24 epochs (lr 0.1),
@@ -257,6 +261,8 @@ def learn(model: str, workdir: str, steps: int = 0, overrides=()) -> dict:
 
   config = make_config(model, steps, overrides)
   data = config.data
+  if data.decoded_cache and data.get('cache_dir') is None:
+    set_field(config, 'data.cache_dir', os.path.join(workdir, 'decoded'))
   build.build(data.name, data.config, data.get('data_dir'))
   start = time.perf_counter()
   results = train.train_and_evaluate(config, workdir)
@@ -298,7 +304,8 @@ def _main(fv: flags.FlagValues) -> None:
   if fv.data_dir:
     overrides.append(('data.data_dir', fv.data_dir))
   names = MODELS if fv.model == 'all' else (fv.model,)
-  with cli.usage_errors(ValueError):  # A --set of no field.
+  # A --set of no field, or of a value of the wrong type.
+  with cli.usage_errors(ValueError, TypeError):
     for name in names:
       make_config(name, fv.steps, overrides)
   rows = []

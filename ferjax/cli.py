@@ -176,8 +176,13 @@ def split_field(text: str) -> tuple[str, str]:
 
 
 def parse_field(text: str) -> tuple[str, Any]:
-  """'NAME=VALUE' -> (NAME, value): a Python literal, else the text."""
+  """'NAME=VALUE' -> (NAME, value): a Python literal, else the text.
+
+  'true' and 'false' (any case) are booleans, as `--config.X=` takes them.
+  """
   name, value = split_field(text)
+  if value.strip().lower() in ('true', 'false'):
+    return name, value.strip().lower() == 'true'
   try:
     return name, ast.literal_eval(value)
   except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):

@@ -351,6 +351,8 @@ def test_parse_field():
   assert cli.parse_field('source=resnet18') == ('source', 'resnet18')
   assert cli.parse_field('size=(3, 4)') == ('size', (3, 4))
   assert cli.parse_field('flag=True') == ('flag', True)
+  assert cli.parse_field('flag=true') == ('flag', True)
+  assert cli.parse_field('flag=FALSE') == ('flag', False)
   assert cli.parse_field('name=') == ('name', '')
   assert cli.parse_field('expr=a=b') == ('expr', 'a=b')
   assert cli.split_field(' model.remat = true') == ('model.remat', ' true')

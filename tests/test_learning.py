@@ -13,6 +13,7 @@ import flax
 import jax
 import jax.numpy as jnp
 import pytest
+from cli_helpers import one_error_line
 
 from bench import learning
 from ferjax import measure
@@ -59,6 +60,24 @@ def test_set_field_names_an_unknown_field():
   assert config.model.width == 8
   with pytest.raises(ValueError, match='schedule.nosuch: no such'):
     learning.set_field(config, 'schedule.nosuch', 1)
+
+
+@pytest.mark.parametrize(
+  'field, words',
+  [
+    ('schedule.nosuch=1', 'schedule.nosuch: no such'),
+    ('data.decoded_cache=maybe', "'decoded_cache'"),
+  ],
+)
+def test_a_bad_set_is_one_line(field, words, capsys):
+  assert learning.main(['--model=manet', f'--set={field}']) == 2
+  assert words in one_error_line(capsys)
+
+
+def test_image_variants_decode_once_and_clips_per_frame():
+  for name in learning.MODELS:
+    config = learning.make_config(name)
+    assert config.data.decoded_cache == (config.clip.segments == 0), name
 
 
 def test_table_marks_the_target():

@@ -7,6 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import linen as nn
+from jax.extend import core as jex_core
 
 from ferjax.layers import depthwise
 from ferjax.layers import ds_attention
@@ -62,12 +63,21 @@ def conv_case(hw, kernel, channels, groups, seed=0):
 
 
 def conv_windows(fn, *args) -> list[tuple[int, ...]]:
-  """The kernel shapes of the convolutions in `fn`'s jaxpr."""
-  jaxpr = jax.make_jaxpr(fn)(*args)
+  """The kernel shapes of the convolutions in `fn`'s jaxpr.
+
+  Sub-jaxprs count too: off CPU, a small map's conv is XLA's (the default
+  branch of `lax.platform_dependent`); on CPU it is a matrix product.
+  """
   shapes = []
-  for eqn in jaxpr.jaxpr.eqns:
-    if eqn.primitive.name == 'conv_general_dilated':
-      shapes.append(tuple(eqn.invars[1].aval.shape))
+
+  def walk(jaxpr):
+    for eqn in jaxpr.eqns:
+      if eqn.primitive.name == 'conv_general_dilated':
+        shapes.append(tuple(eqn.invars[1].aval.shape))
+      for sub in jex_core.jaxprs_in_params(eqn.params):
+        walk(sub)
+
+  walk(jax.make_jaxpr(fn)(*args).jaxpr)
   return shapes
 
 

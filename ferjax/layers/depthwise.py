@@ -26,10 +26,12 @@ with one of two implementations, chosen by `grad`:
   - the kernel gradient tap by tap in a loop, dW[i, j, c] = sum over b, h, w
     of xpad[b, h * s + i * d, w * s + j * d, c] * dy[b, h, w, c], so that
     no more than one (B, Ho, Wo, C) slice is alive at a time;
-  when the output has fewer positions than the kernel has taps (e.g. a
-  'global' depthwise conv whose kernel covers the whole map) the output is
-  instead a sum over output positions of window products, differentiated by
-  JAX, which is cheap there. Kernels wider than `MAX_UNROLLED_TERMS` keep
+  over a small map (at most 4 input positions per kernel tap, e.g. a 7x7
+  kernel over 14x14) the convolution is instead one matrix product per
+  channel (`ferjax.layers.toeplitz`), many times faster there; when the
+  output has fewer positions than the kernel has taps otherwise (a large
+  stride) it is a sum over output positions of window products,
+  differentiated by JAX, which is cheap there. Kernels wider than `MAX_UNROLLED_TERMS` keep
   XLA's forward and input gradient and only take the custom kernel gradient.
   Sums run in float32 (or wider) whatever the input dtype;
 * 'auto' (default): 'custom' on CPU and 'native' on every other platform,
@@ -61,12 +63,11 @@ from flax import linen as nn
 from jax import lax
 
 from ferjax.layers import live_taps
+from ferjax.layers import toeplitz
 
 GRADS = ('auto', 'native', 'custom')
 # NHWC input and output, HWIO kernel: the layout of `nn.Conv`.
-_NHWC = lax.ConvDimensionNumbers(
-  lhs_spec=(0, 3, 1, 2), rhs_spec=(3, 2, 0, 1), out_spec=(0, 3, 1, 2)
-)
+_NHWC = toeplitz.NHWC
 # The most kernel taps (of a kernel row) or output positions summed in one
 # unrolled fusion.
 MAX_UNROLLED_TERMS = 64
@@ -119,17 +120,17 @@ def _geometry(
   return Geometry(strides, pads, dilation)  # type: ignore[arg-type]
 
 
-def _out_size(size: int, pads, kernel: int, stride: int, dilation: int):
-  padded = size + pads[0] + pads[1]
-  return (padded - (kernel - 1) * dilation - 1) // stride + 1
-
-
 def _out_hw(x_shape, kernel_shape, geom: Geometry) -> tuple[int, int]:
   return tuple(  # type: ignore[return-value]
-    _out_size(x_shape[1 + a], geom.padding[a], kernel_shape[a],
-              geom.strides[a], geom.dilation[a])
+    toeplitz.out_size(
+      x_shape[1 + a],
+      geom.padding[a],
+      kernel_shape[a],
+      geom.strides[a],
+      geom.dilation[a],
+    )
     for a in range(2)
-  )  # fmt: skip
+  )
 
 
 def _acc_dtype(dtype) -> Any:
@@ -321,6 +322,8 @@ def custom_depthwise(
   x: jax.Array, kernel: jax.Array, geom: Geometry
 ) -> jax.Array:
   """The element-wise implementation ('custom'); see the module docstring."""
+  if toeplitz.worthwhile(x.shape, kernel.shape, *geom, how='depthwise'):
+    return toeplitz.conv(x, kernel, *geom, how='depthwise')
   out_hw = _out_hw(x.shape, kernel.shape, geom)
   positions, taps = int(np.prod(out_hw)), int(np.prod(kernel.shape[:2]))
   if positions < taps and positions <= MAX_UNROLLED_TERMS:

@@ -17,11 +17,14 @@ floating-point sums. The kernel gradient of a cut tap is zero either way
 (slicing's transpose pads it back), and the variables keep their shapes.
 """
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
 import jax
 from jax import lax
+
+from ferjax.layers import toeplitz
 
 
 def live_range(
@@ -104,8 +107,44 @@ def conv_general_dilated(
 ) -> jax.Array:
   """`jax.lax.conv_general_dilated` without the dead taps (`trim`).
 
+  On CPU, a dense 2-D NHWC convolution over a map small enough is then one
+  matrix product (`ferjax.layers.toeplitz`), which XLA:CPU runs many times
+  faster; other platforms and convolutions keep XLA's.
   Takes the keyword arguments of `jax.lax.conv_general_dilated`, as
   `nn.Conv` passes them: `nn.Conv(..., conv_general_dilated=this)`.
   """
   rhs, padding = trim(lhs, rhs, window_strides, padding, **kwargs)
-  return lax.conv_general_dilated(lhs, rhs, window_strides, padding, **kwargs)
+  xla = functools.partial(
+    lax.conv_general_dilated,
+    window_strides=window_strides,
+    padding=padding,
+    **kwargs,
+  )
+  how = toeplitz.kind(
+    lhs.shape,
+    rhs.shape,
+    kwargs.get('dimension_numbers'),
+    kwargs.get('lhs_dilation'),
+    kwargs.get('feature_group_count', 1),
+    kwargs.get('batch_group_count', 1),
+  )
+  if how != 'dense':
+    return xla(lhs, rhs)
+  spatial = lhs.shape[1:3]
+  dilation = tuple(kwargs.get('rhs_dilation') or (1, 1))
+  pads = _explicit_pads(
+    padding, spatial, rhs.shape[:2], window_strides, dilation
+  )
+  if not toeplitz.worthwhile(
+    lhs.shape, rhs.shape, window_strides, pads, dilation, how
+  ):
+    return xla(lhs, rhs)
+  by_matrix = functools.partial(
+    toeplitz.conv,
+    strides=tuple(window_strides),
+    pads=pads,
+    dilation=dilation,
+    precision=kwargs.get('precision'),
+    preferred_element_type=kwargs.get('preferred_element_type'),
+  )
+  return lax.platform_dependent(lhs, rhs, cpu=by_matrix, default=xla)
