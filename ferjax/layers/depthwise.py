@@ -27,11 +27,12 @@ with one of two implementations, chosen by `grad`:
     of xpad[b, h * s + i * d, w * s + j * d, c] * dy[b, h, w, c], so that
     no more than one (B, Ho, Wo, C) slice is alive at a time;
   over a small map (at most 4 input positions per kernel tap, e.g. a 7x7
-  kernel over 14x14) the convolution is instead one matrix product per
-  channel (`ferjax.layers.toeplitz`), many times faster there; when the
-  output has fewer positions than the kernel has taps otherwise (a large
-  stride) it is a sum over output positions of window products,
-  differentiated by JAX, which is cheap there. Kernels wider than `MAX_UNROLLED_TERMS` keep
+  kernel over 14x14, at a batch that amortises building the matrix) the
+  convolution is instead one matrix product per channel
+  (`ferjax.layers.toeplitz`), many times faster there; otherwise, when the
+  output has fewer positions than the kernel has taps (a large stride), it
+  is a sum over output positions of window products, differentiated by
+  JAX, which is cheap there. Kernels wider than `MAX_UNROLLED_TERMS` keep
   XLA's forward and input gradient and only take the custom kernel gradient.
   Sums run in float32 (or wider) whatever the input dtype;
 * 'auto' (default): 'custom' on CPU and 'native' on every other platform,
