@@ -70,9 +70,11 @@ import ast
 import contextlib
 import faulthandler
 import inspect
+import logging as std_logging
 import os
 import sys
 import traceback
+import warnings
 from collections.abc import Callable
 from collections.abc import Iterator
 from collections.abc import Sequence
@@ -389,6 +391,16 @@ def _is_event_loop_noise(unraisable) -> bool:
   )
 
 
+class _AbandonedFutures(std_logging.Filter):
+  """Drops asyncio's "exception was never retrieved" reports."""
+
+  def filter(self, record: std_logging.LogRecord) -> bool:
+    return not str(record.msg).startswith(_NEVER_RETRIEVED)
+
+
+_NEVER_RETRIEVED = ('Task exception was never', 'Future exception was never')
+
+
 def quiet_async_noise() -> None:
   """Drops the after-the-fact reports of orbax's async checkpoint I/O.
 
@@ -397,10 +409,21 @@ def quiet_async_noise() -> None:
   already closed; each posting is reported as an unraisable RuntimeError
   with a traceback, hundreds of them for one failure. The read coroutines
   abandoned by the failure are closed when collected, and orbax reports each
-  close as an error caused by GeneratorExit. None of them says anything
-  about the failure, which the command reports once. Other unraisable
-  exceptions still reach the previous hook.
+  close as an error caused by GeneratorExit. The gather that raised the
+  first failed write leaves its sibling writes' failures unread, and asyncio
+  logs each one with a traceback whenever the garbage collector frees it,
+  often after the command's error line; the writes not yet started are
+  coroutines never awaited, each a RuntimeWarning when freed. None of them
+  says anything about the failure, which the command reports once. ferjax
+  has no coroutines or event loops of its own, so every such report comes
+  from orbax. Other unraisable exceptions still reach the previous hook.
   """
+  asyncio_logger = std_logging.getLogger('asyncio')
+  if not any(isinstance(f, _AbandonedFutures) for f in asyncio_logger.filters):
+    asyncio_logger.addFilter(_AbandonedFutures())
+  warnings.filterwarnings(
+    'ignore', "coroutine '.*' was never awaited", RuntimeWarning
+  )
   previous = sys.unraisablehook
   if getattr(previous, 'ferjax_quiet', False):
     return

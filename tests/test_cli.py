@@ -1,9 +1,14 @@
 """ferjax.cli: help, exit codes, one-line errors, NAME=VALUE, fresh flags."""
 
+import asyncio
+import contextlib
+import gc
 import importlib
+import logging
 import subprocess
 import sys
 import textwrap
+import warnings
 
 import pytest
 from absl import app
@@ -210,6 +215,49 @@ def test_event_loop_noise_is_dropped_and_the_rest_kept(monkeypatch):
   other = Unraisable(RuntimeError('something else'))
   sys.unraisablehook(other)
   assert seen == [other]
+
+
+def _two_writes_fail() -> None:
+  """What orbax's save does when two writes fail: it awaits the first, which
+  raises, and leaves the second's failure unread, reported when collected."""
+
+  async def write(i):
+    raise ValueError(f'write {i} failed')
+
+  async def save():
+    writes = [asyncio.ensure_future(write(i)) for i in range(2)]
+    not_started = write(2)  # noqa: F841 (freed unawaited: a RuntimeWarning)
+    for done in writes:
+      await done
+
+  with contextlib.suppress(ValueError):
+    asyncio.run(save())
+  gc.collect()
+
+
+def test_abandoned_futures_are_not_reported(caplog, monkeypatch):
+  monkeypatch.setattr(sys, 'unraisablehook', sys.unraisablehook)
+  asyncio_logger = logging.getLogger('asyncio')
+  monkeypatch.setattr(
+    asyncio_logger,
+    'filters',
+    [f for f in asyncio_logger.filters if type(f).__module__ != cli.__name__],
+  )
+  with warnings.catch_warnings(record=True) as warned:
+    warnings.simplefilter('always')
+    _two_writes_fail()
+    assert 'Task exception was never retrieved' in caplog.text  # The noise.
+    assert ['never awaited' in str(w.message) for w in warned] == [True]
+    caplog.clear()
+    del warned[:]
+    cli.quiet_async_noise()
+    cli.quiet_async_noise()  # Installed once.
+    assert len(asyncio_logger.filters) == 1
+    _two_writes_fail()
+    asyncio_logger.error('Unclosed client session')
+    warnings.warn('something else', RuntimeWarning, stacklevel=1)
+  assert [r.getMessage() for r in caplog.records] == ['Unclosed client session']
+  assert [str(w.message) for w in warned] == ['something else']
 
 
 @pytest.mark.parametrize('error', [ZeroDivisionError, RuntimeError, KeyError])

@@ -97,6 +97,12 @@ _LIMIT_THEN_EXEC = (
 )
 
 
+_RUN_THEN_COLLECT = (
+  'import gc, sys, run; status = run.main(sys.argv[1:]); gc.collect(); '
+  'sys.exit(status)'
+)
+
+
 def _rlimited(limit: int, *argv: str) -> subprocess.CompletedProcess:
   """Runs argv with a file-size limit: writing past it fails (EFBIG), as
   on a full disk."""
@@ -267,7 +273,10 @@ def test_a_full_disk_during_a_save_is_one_line_and_resumable(
   copy, smoke_data_dir
 ):
   argv = _flags(smoke_data_dir, copy, '--config.total_steps=6')
-  out = _rlimited(64 * 1024, sys.executable, 'run.py', *argv)
+  # Collects the garbage before exiting, so the failed writes' abandoned
+  # futures are reported (or not) every time, not when a collection
+  # happens to run.
+  out = _rlimited(64 * 1024, sys.executable, '-c', _RUN_THEN_COLLECT, *argv)
   assert out.returncode == cli.FAILED, out.stderr[-3000:]
   last = out.stderr.splitlines()[-1]
   assert re.fullmatch(
