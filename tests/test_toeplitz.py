@@ -203,3 +203,17 @@ def test_a_symbolic_batch_keeps_xla():
   assert not toeplitz.worthwhile(
     lhs, (3, 3, 64, 64), (1, 1), pads, (1, 1), 'dense'
   )
+
+
+@pytest.mark.parametrize(
+  'padding, want',
+  [
+    ('SAME', ((1, 1), (2, 2))),
+    ('VALID', ((0, 0), (0, 0))),
+    (2, ((2, 2), (2, 2))),
+    ([1, (0, 3)], ((1, 1), (0, 3))),
+  ],
+)
+def test_explicit_pads_reads_every_padding_form(padding, want):
+  """A 3 x 5 kernel over 6 x 6 ('SAME' pads each axis by half its span)."""
+  assert toeplitz.explicit_pads(padding, (6, 6), (3, 5), (1, 1), (1, 1)) == want

@@ -108,16 +108,9 @@ def _geometry(
 ) -> Geometry:
   """Explicit (low, high) pads for NHWC `x` and an HWIO kernel."""
   strides, dilation = _pair(strides), _pair(dilation)
-  if isinstance(padding, str):
-    dilated = [
-      (k - 1) * d + 1 for k, d in zip(kernel_shape[:2], dilation, strict=True)
-    ]
-    pads = lax.padtype_to_pads(x_shape[1:3], dilated, strides, padding)
-  elif isinstance(padding, int):
-    pads = [(padding, padding)] * 2
-  else:
-    pads = [(p, p) if isinstance(p, int) else tuple(p) for p in padding]
-  pads = tuple((int(lo), int(hi)) for lo, hi in pads)
+  pads = toeplitz.explicit_pads(
+    padding, x_shape[1:3], kernel_shape[:2], strides, dilation
+  )
   return Geometry(strides, pads, dilation)  # type: ignore[arg-type]
 
 

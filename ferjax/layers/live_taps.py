@@ -39,23 +39,12 @@ def live_range(
   Returns:
     (first, last), inclusive; first > last when no tap reads the input.
   """
-  lo, hi = pads
-  outputs = (size + lo + hi - (kernel - 1) * dilation - 1) // stride + 1
+  lo = pads[0]
+  outputs = toeplitz.out_size(size, pads, kernel, stride, dilation)
   last_start = (outputs - 1) * stride - lo  # Tap 0's index at the last output.
   first = max(0, -(last_start // dilation))  # ceil(-last_start / dilation)
   last = min(kernel - 1, (size - 1 + lo) // dilation)
   return first, last
-
-
-def _explicit_pads(padding, spatial, kernel_spatial, strides, dilation):
-  if isinstance(padding, str):
-    dilated = [
-      (k - 1) * d + 1 for k, d in zip(kernel_spatial, dilation, strict=True)
-    ]
-    return [
-      tuple(p) for p in lax.padtype_to_pads(spatial, dilated, strides, padding)
-    ]
-  return [tuple(int(v) for v in p) for p in padding]
 
 
 def trim(
@@ -85,7 +74,7 @@ def trim(
   kernels = [rhs.shape[a] for a in kernel_axes]
   dilation = tuple(rhs_dilation or (1,) * spatial_rank)
   strides = tuple(window_strides)
-  pads = _explicit_pads(padding, sizes, kernels, strides, dilation)
+  pads = toeplitz.explicit_pads(padding, sizes, kernels, strides, dilation)
   axes = zip(kernel_axes, sizes, pads, kernels, strides, dilation, strict=True)
   new_pads, cut = [], False
   for axis, size, (lo, hi), k, s, d in axes:
@@ -132,7 +121,7 @@ def conv_general_dilated(
     return xla(lhs, rhs)
   spatial = lhs.shape[1:3]
   dilation = tuple(kwargs.get('rhs_dilation') or (1, 1))
-  pads = _explicit_pads(
+  pads = toeplitz.explicit_pads(
     padding, spatial, rhs.shape[:2], window_strides, dilation
   )
   if not toeplitz.worthwhile(

@@ -82,6 +82,27 @@ def kind(
   return None
 
 
+def explicit_pads(
+  padding, spatial, kernel_spatial, strides, dilation
+) -> tuple[tuple[int, int], ...]:
+  """(low, high) pads per spatial axis from any of lax's padding forms.
+
+  `padding`: 'SAME', 'VALID' (...), one int for every side, or per axis an
+  int or a (low, high) pair. The other arguments are per spatial axis.
+  """
+  if isinstance(padding, str):
+    dilated = [
+      (k - 1) * d + 1 for k, d in zip(kernel_spatial, dilation, strict=True)
+    ]
+    padding = lax.padtype_to_pads(spatial, dilated, strides, padding)
+  elif isinstance(padding, int):
+    padding = [padding] * len(spatial)
+  return tuple(
+    (int(p), int(p)) if isinstance(p, int) else (int(p[0]), int(p[1]))
+    for p in padding
+  )
+
+
 def out_size(size: int, pads, kernel: int, stride: int, dilation: int) -> int:
   """Output length of a padded, strided, dilated convolution along one axis."""
   span = (kernel - 1) * dilation + 1
