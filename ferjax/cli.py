@@ -395,10 +395,9 @@ class _AbandonedFutures(std_logging.Filter):
   """Drops asyncio's "exception was never retrieved" reports."""
 
   def filter(self, record: std_logging.LogRecord) -> bool:
-    return not str(record.msg).startswith(_NEVER_RETRIEVED)
-
-
-_NEVER_RETRIEVED = ('Task exception was never', 'Future exception was never')
+    # '<Task|Future|_GatheringFuture...> exception was never retrieved'.
+    first_line = str(record.msg).split('\n', 1)[0]
+    return not first_line.endswith(' exception was never retrieved')
 
 
 def quiet_async_noise() -> None:

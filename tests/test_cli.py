@@ -227,6 +227,7 @@ def _two_writes_fail() -> None:
   async def save():
     writes = [asyncio.ensure_future(write(i)) for i in range(2)]
     not_started = write(2)  # noqa: F841 (freed unawaited: a RuntimeWarning)
+    unread = asyncio.gather(write(3))  # noqa: F841 (its failure never read)
     for done in writes:
       await done
 
@@ -247,6 +248,7 @@ def test_abandoned_futures_are_not_reported(caplog, monkeypatch):
     warnings.simplefilter('always')
     _two_writes_fail()
     assert 'Task exception was never retrieved' in caplog.text  # The noise.
+    assert '_GatheringFuture exception was never retrieved' in caplog.text
     assert ['never awaited' in str(w.message) for w in warned] == [True]
     caplog.clear()
     del warned[:]

@@ -202,8 +202,10 @@ def test_precropped_faces_with_no_detector(predictor, reference):
     96,
   ]
   inputs = [augment.eval_transform(f, config.augment) for f in faces]
+  # Batches of other sizes than the reference's: a small-map conv may be a
+  # matrix product in one and XLA's in the other (`toeplitz.worthwhile`).
   np.testing.assert_allclose(
-    table[NAMES].to_numpy(), _expected(reference, inputs), atol=1e-5
+    table[NAMES].to_numpy(), _expected(reference, inputs), rtol=1e-4, atol=1e-5
   )
 
 

@@ -14,8 +14,20 @@ from ferjax import models
 from ferjax import optim
 from ferjax import sharding
 from ferjax import train
+from ferjax.layers import toeplitz
 
 SIZE, BATCH = 32, 16
+
+
+@pytest.fixture(scope='module', autouse=True)
+def xla_convolutions():
+  """Every conv as XLA's: on CPU a small map's conv is a matrix product only
+  from some batch size on (`toeplitz.worthwhile`), here 16 on one device but
+  not 2 on each of eight, and the two sum in different orders. This module
+  compares sharding alone."""
+  with pytest.MonkeyPatch.context() as patch:
+    patch.setattr(toeplitz, 'worthwhile', lambda *args: False)
+    yield
 
 
 @pytest.fixture(scope='module')
